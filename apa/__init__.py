@@ -1,0 +1,10 @@
+"""apa: automatic pronunciation assessment with a fine-tuned audio language model.
+
+One concern per module: `audio` (loading, checks), `text` (normalisation, G2P, IPA),
+`schema` (result dataclasses), `data` (Speechocean762 readers), `prompts` (rubric prompt,
+SFT target, decoding template), `parsing` (model text -> schema), `metrics` (PCC/SCC/RMSE),
+`mini` (offline assembly of apa-mini), `model` (scoring with constrained decoding),
+`render` (HTML and plots for the app).
+"""
+
+__version__ = "0.1.0"

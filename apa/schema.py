@@ -1,0 +1,214 @@
+"""Result schema: one set of frozen dataclasses for labels and predictions.
+
+Field names follow Speechocean762. Scales (all "higher is better"):
+
+    sentence accuracy, fluency, prosodic, completeness, total   0-10
+    word accuracy, total                                        0-10
+    word stress                                                 5 (wrong) or 10 (right)
+    phone score                                                 0-2 (mean of experts)
+
+`None` means "no label" (e.g. the 1,804 words of the Dec-2020 snapshot without phone
+scores); it is never replaced by 0.
+
+Mapping to Azure Pronunciation Assessment (for users of that API):
+
+    ours                         Azure (0-100)
+    Sentence.accuracy      x10   AccuracyScore
+    Sentence.fluency       x10   FluencyScore
+    Sentence.prosodic      x10   ProsodyScore
+    Sentence.completeness  x10   CompletenessScore
+    Sentence.total         x10   PronScore
+    Word.accuracy          x10   Words[i].PronunciationAssessment.AccuracyScore
+    Word.error_type              Words[i].PronunciationAssessment.ErrorType
+                                 ("None", "Mispronunciation", "Omission")
+    Phone.score            x50   Phonemes[j].PronunciationAssessment.AccuracyScore
+
+`Assessment.to_azure()` writes that shape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Word error types, from word accuracy (Speechocean762 rubric bands):
+#   0-1  "the whole word is mispronounced or missing"          -> omission
+#   2-6  "more than / less than 30% of the phones are wrong"   -> mispronunciation
+#   7-10 "correct, possibly with an accent"                     -> none
+# Scores may be continuous (expected-value decoding), so the bands are cut halfway.
+OMISSION_BELOW = 1.5
+MISPRONUNCIATION_BELOW = 6.5
+
+# Phone bands (0 wrong or missing, 1 heavy accent, 2 correct).
+PHONE_WRONG_BELOW = 0.5
+PHONE_ACCENTED_BELOW = 1.5
+
+SENTENCE_ASPECTS = ("accuracy", "fluency", "prosodic", "completeness", "total")
+WORD_ASPECTS = ("accuracy", "stress", "total")
+
+ERROR_NONE = "none"
+ERROR_MISPRONUNCIATION = "mispronunciation"
+ERROR_OMISSION = "omission"
+
+
+def word_error_type(accuracy: float | None) -> str:
+    """Error type of a word from its accuracy (0-10); `none` when unknown."""
+    if accuracy is None:
+        return ERROR_NONE
+    if accuracy < OMISSION_BELOW:
+        return ERROR_OMISSION
+    if accuracy < MISPRONUNCIATION_BELOW:
+        return ERROR_MISPRONUNCIATION
+    return ERROR_NONE
+
+
+def phone_band(score: float | None) -> str:
+    """"good" | "accented" | "wrong" | "unknown" for a phone score on 0-2."""
+    if score is None:
+        return "unknown"
+    if score < PHONE_WRONG_BELOW:
+        return "wrong"
+    if score < PHONE_ACCENTED_BELOW:
+        return "accented"
+    return "good"
+
+
+@dataclass(frozen=True)
+class Phone:
+    """One reference phone and its score (0-2)."""
+
+    phone: str  # ARPAbet with stress digit, e.g. "AA1"
+    score: float | None = None
+
+    @property
+    def ipa(self) -> str:
+        from apa.text import arpabet_to_ipa
+
+        return arpabet_to_ipa(self.phone)
+
+
+@dataclass(frozen=True)
+class Word:
+    """One reference word with word-level scores and its phones."""
+
+    text: str
+    accuracy: float | None = None
+    stress: float | None = None
+    total: float | None = None
+    phones: tuple[Phone, ...] = ()
+
+    @property
+    def error_type(self) -> str:
+        return word_error_type(self.accuracy)
+
+    @property
+    def phone_symbols(self) -> tuple[str, ...]:
+        return tuple(p.phone for p in self.phones)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """Sentence-level scores, 0-10 each."""
+
+    accuracy: float | None = None
+    fluency: float | None = None
+    prosodic: float | None = None
+    completeness: float | None = None
+    total: float | None = None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A whole result: the reference text, sentence scores, words with phones.
+
+    `repairs` lists what the parser had to fix in model output (empty for labels and clean
+    output); `model` names what produced it.
+    """
+
+    text: str
+    sentence: Sentence
+    words: tuple[Word, ...]
+    repairs: tuple[str, ...] = ()
+    model: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    # ---- views -------------------------------------------------------------------------
+    @property
+    def phones(self) -> tuple[Phone, ...]:
+        return tuple(p for w in self.words for p in w.phones)
+
+    # ---- JSON --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["repairs"] = list(self.repairs)
+        for w, wd in zip(self.words, d["words"]):
+            wd["error_type"] = w.error_type
+            for p, pd in zip(w.phones, wd["phones"]):
+                pd["ipa"] = p.ipa
+        return d
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Assessment:
+        words = tuple(
+            Word(
+                text=w["text"],
+                accuracy=w.get("accuracy"),
+                stress=w.get("stress"),
+                total=w.get("total"),
+                phones=tuple(Phone(p["phone"], p.get("score")) for p in w.get("phones", ())),
+            )
+            for w in d["words"]
+        )
+        s = d.get("sentence", {})
+        return cls(
+            text=d["text"],
+            sentence=Sentence(**{k: s.get(k) for k in SENTENCE_ASPECTS}),
+            words=words,
+            repairs=tuple(d.get("repairs", ())),
+            model=d.get("model", ""),
+            extra=dict(d.get("extra", {})),
+        )
+
+    @classmethod
+    def from_json(cls, s: str) -> Assessment:
+        return cls.from_dict(json.loads(s))
+
+    def to_azure(self) -> dict[str, Any]:
+        """The result in Azure Pronunciation Assessment's shape (scores 0-100)."""
+
+        def x(v: float | None, k: float) -> float | None:
+            return None if v is None else round(v * k, 1)
+
+        s = self.sentence
+        return {
+            "RecognitionStatus": "Success",
+            "DisplayText": self.text,
+            "PronunciationAssessment": {
+                "AccuracyScore": x(s.accuracy, 10),
+                "FluencyScore": x(s.fluency, 10),
+                "ProsodyScore": x(s.prosodic, 10),
+                "CompletenessScore": x(s.completeness, 10),
+                "PronScore": x(s.total, 10),
+            },
+            "Words": [
+                {
+                    "Word": w.text,
+                    "PronunciationAssessment": {
+                        "AccuracyScore": x(w.accuracy, 10),
+                        "ErrorType": w.error_type.capitalize(),
+                    },
+                    "Phonemes": [
+                        {
+                            "Phoneme": p.phone,
+                            "PronunciationAssessment": {"AccuracyScore": x(p.score, 50)},
+                        }
+                        for p in w.phones
+                    ],
+                }
+                for w in self.words
+            ],
+        }

@@ -1,0 +1,99 @@
+"""Score the test split with a model (+ adapter, or none for zero-shot) and measure it.
+
+    python -m training.evaluate --adapter assets/apa-mini-adapter --out results/apa-mini
+
+Writes into --out: predictions.jsonl (utterance id, greedy and expected-value assessments),
+metrics.md and metrics.json (nine aspects x PCC/SCC/RMSE, for both readings), and one scatter
+plot per aspect (HTML; PNG too when kaleido is installed). The references are the corpus'
+own words and phones, as in the paper.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from apa.data import LABEL_SNAPSHOT, load_split
+from apa.metrics import ASPECTS, evaluate, pairs, to_dict, to_markdown
+from apa.model import MODES, AudioLMMScorer, DecodeOptions, SlotReading, to_assessment
+
+
+def scatter_plots(preds, labels, out: Path, title: str) -> list[Path]:
+    """One plotly scatter per aspect (prediction vs label); returns the files written."""
+    import plotly.graph_objects as go
+
+    written = []
+    for aspect, (x, y, _) in pairs(preds, labels).items():
+        if not len(x):
+            continue
+        fig = go.Figure(go.Scattergl(x=y, y=x, mode="markers", marker={"size": 4, "opacity": 0.3}))
+        fig.update_layout(title=f"{title}: {aspect}", xaxis_title="label", yaxis_title="prediction", width=520, height=480)
+        path = out / f"scatter_{aspect}.html"
+        fig.write_html(path, include_plotlyjs="cdn")
+        written.append(path)
+        try:
+            fig.write_image(out / f"scatter_{aspect}.png")
+        except Exception:  # kaleido absent: HTML only
+            pass
+    return written
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="Hub id or dir (default: apa-mini)")
+    ap.add_argument("--adapter", default=None, help="PEFT adapter dir, or 'none' for zero-shot")
+    ap.add_argument("--data", default=None, help="Speechocean762 root (default ../shared/speechocean762)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+
+    # 1. model and data
+    from apa.mini import assemble_apa_mini
+
+    model = args.model or str(assemble_apa_mini())
+    adapter = None if args.adapter in (None, "none") else args.adapter
+    scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, options=DecodeOptions(batch_size=args.batch_size))
+    root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
+    records = load_split(root, args.split)[: args.limit]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 2. decode once; both readings come from the same pass
+    t0 = time.perf_counter()
+    preds: dict[str, list] = {m: [] for m in MODES}
+    with open(out / "predictions.jsonl", "w") as f:
+        for i in range(0, len(records), args.batch_size):
+            batch = records[i : i + args.batch_size]
+            readings: list[list[SlotReading]] = scorer.read_slots([r.audio() for r in batch], [r.reference for r in batch])
+            for rec, rd in zip(batch, readings):
+                row = {"utt_id": rec.utt_id}
+                for m in MODES:
+                    a = to_assessment(rec.reference, rd, m, scorer.name)
+                    preds[m].append(a)
+                    row[m] = a.to_dict()
+                f.write(json.dumps(row) + "\n")
+            print(f"{min(i + args.batch_size, len(records))}/{len(records)} utterances, {time.perf_counter() - t0:.1f} s", flush=True)
+    seconds = time.perf_counter() - t0
+
+    # 3. metrics for both readings, markdown + JSON, plots
+    labels = [r.labels for r in records]
+    result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS)}
+    md = [f"# {scorer.name} on {LABEL_SNAPSHOT}, {args.split} split ({len(records)} utterances)\n", f"Decoding: {seconds:.1f} s\n"]
+    for m in MODES:
+        res = evaluate(preds[m], labels)
+        result[m] = to_dict(res)
+        md += [f"\n## {m} scores\n", to_markdown(res)]
+        scatter_plots(preds[m], labels, out, f"{scorer.name} ({m})") if m == "expected" else None
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "metrics.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return result
+
+
+if __name__ == "__main__":
+    main()

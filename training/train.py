@@ -1,0 +1,157 @@
+"""LoRA SFT of a Qwen2Audio-class model on Speechocean762 (the paper's recipe).
+
+    python -m training.train training/configs/apa-mini.yaml [--num_train_epochs 4 ...]
+    torchrun --nproc_per_node 2 -m training.train training/configs/apa-mini.yaml   # DDP
+    accelerate launch -m training.train training/configs/qwen2-audio-7b.yaml      # FSDP etc.
+
+The same script runs on one CPU, one GPU or many (transformers' Trainer on accelerate).
+Output: a standard PEFT adapter (LoRA + `modules_to_save`, e.g. the projector), the
+processor, and `resolved_config.json` next to every checkpoint. `--resume True` continues
+from the last checkpoint in output_dir.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+@dataclass
+class ModelArguments:
+    model: str = field(default="apa-mini", metadata={"help": "'apa-mini', a Hub id or a local dir"})
+    random_init: bool = field(default=False, metadata={"help": "random weights from the model's config (benchmarks)"})
+    config_json: str | None = field(default=None, metadata={"help": "config.json for --random_init (no Hub access)"})
+    processor: str | None = field(default=None, metadata={"help": "processor dir (default: the model's)"})
+    unfreeze_audio_layers: int = field(default=0, metadata={"help": "train the top N audio-tower layers fully"})
+
+
+@dataclass
+class DataArguments:
+    data: str = field(default="", metadata={"help": "Speechocean762 root (Kaldi layout) or parquet dir / Hub id"})
+    train_split: str = "train"
+    max_train_samples: int | None = None
+
+
+@dataclass
+class LoraArguments:
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target: str = LLM_LINEAR
+    modules_to_save: list[str] = field(default_factory=list)
+    resume: bool = False
+
+
+def parse_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, LoraArguments, TrainingArguments]:
+    """A YAML config first (optional), then --key value overrides."""
+    args: list[str] = []
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        for k, v in yaml.safe_load(Path(argv[0]).read_text()).items():
+            if isinstance(v, list):
+                args += [f"--{k}", *map(str, v)] if v else []
+            else:
+                args += [f"--{k}", str(v)]
+        argv = argv[1:]
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, TrainingArguments))
+    return parser.parse_args_into_dataclasses(args=args + argv)
+
+
+def load_base(margs: ModelArguments, dtype):
+    """(model, processor) for 'apa-mini', a Hub id / dir, or random weights from a config."""
+    from transformers import AutoProcessor, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+
+    if margs.model == "apa-mini":
+        from apa.mini import assemble_apa_mini
+
+        path = str(assemble_apa_mini())
+    else:
+        path = margs.model
+    processor = AutoProcessor.from_pretrained(margs.processor or path)
+    if margs.random_init:
+        cfg = Qwen2AudioConfig.from_dict(json.loads(Path(margs.config_json).read_text())) if margs.config_json else Qwen2AudioConfig.from_pretrained(path)
+        model = Qwen2AudioForConditionalGeneration(cfg).to(dtype)
+    else:
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    return model, processor
+
+
+def build_peft_model(model, largs: LoraArguments, unfreeze_audio_layers: int = 0):
+    """LoRA on the LLM's linear layers; `modules_to_save` (+ top audio layers) trained fully."""
+    from peft import LoraConfig, get_peft_model
+
+    to_save = list(largs.modules_to_save)
+    n = len(model.audio_tower.layers)
+    to_save += [f"audio_tower.layers.{i}" for i in range(n - unfreeze_audio_layers, n)]
+    if unfreeze_audio_layers:
+        to_save.append("audio_tower.layer_norm")
+    config = LoraConfig(
+        r=largs.lora_r,
+        lora_alpha=largs.lora_alpha,
+        lora_dropout=largs.lora_dropout,
+        target_modules=largs.lora_target,
+        modules_to_save=to_save or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+    from transformers import Trainer, set_seed
+
+    from apa.data import load_split
+    from apa.sft import SFTCollator, SFTDataset
+
+    # 1. arguments and seed
+    margs, dargs, largs, targs = parse_args(sys.argv[1:] if argv is None else argv)
+    set_seed(targs.seed)
+    if not dargs.data:
+        dargs.data = str(Path(__file__).resolve().parents[2] / "shared" / "speechocean762")
+    if not torch.cuda.is_available():  # bf16 autocast on CPU is slow and lossy; keep fp32
+        targs.bf16 = False
+    dtype = torch.bfloat16 if targs.bf16 else torch.float32
+
+    # 2. data
+    records = load_split(dargs.data, dargs.train_split)
+    if dargs.max_train_samples:
+        records = records[: dargs.max_train_samples]
+    dataset = SFTDataset(records)
+
+    # 3. model + LoRA
+    model, processor = load_base(margs, dtype)
+    model = build_peft_model(model, largs, margs.unfreeze_audio_layers)
+    if targs.gradient_checkpointing:
+        model.enable_input_require_grads()
+    model.print_trainable_parameters()
+
+    # 4. resolved config next to the checkpoints
+    out = Path(targs.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    resolved = {"model": asdict(margs), "data": asdict(dargs), "lora": asdict(largs), "training": targs.to_dict(), "n_train": len(dataset)}
+    (out / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+
+    # 5. train
+    targs.remove_unused_columns = False
+    trainer = Trainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor))
+    has_ckpt = any(out.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=bool(largs.resume and has_ckpt))
+
+    # 6. save adapter (standard PEFT format), processor and metrics
+    if trainer.is_world_process_zero():
+        model.save_pretrained(out / "adapter")
+        processor.save_pretrained(out / "adapter")
+        (out / "adapter" / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
+        metrics = dict(result.metrics)
+        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()
