@@ -30,6 +30,7 @@ class ModelArguments:
     config_json: str | None = field(default=None, metadata={"help": "config.json for --random_init (no Hub access)"})
     processor: str | None = field(default=None, metadata={"help": "processor dir (default: the model's)"})
     unfreeze_audio_layers: int = field(default=0, metadata={"help": "train the top N audio-tower layers fully"})
+    projector_lr: float | None = field(default=None, metadata={"help": "learning rate of the fully trained modules (default: learning_rate)"})
 
 
 @dataclass
@@ -75,8 +76,22 @@ def load_base(margs: ModelArguments, dtype):
         path = margs.model
     processor = AutoProcessor.from_pretrained(margs.processor or path)
     if margs.random_init:
+        import torch
+        from transformers import WhisperFeatureExtractor
+
         cfg = Qwen2AudioConfig.from_dict(json.loads(Path(margs.config_json).read_text())) if margs.config_json else Qwen2AudioConfig.from_pretrained(path)
-        model = Qwen2AudioForConditionalGeneration(cfg).to(dtype)
+        # Benchmark path: the real architecture with this processor's tokenizer ids and mel bins.
+        cfg.audio_token_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+        if processor.feature_extractor.feature_size != cfg.audio_config.num_mel_bins:
+            processor.feature_extractor = WhisperFeatureExtractor(feature_size=cfg.audio_config.num_mel_bins)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):  # initialise 8B random weights on the GPU, not the CPU
+                model = Qwen2AudioForConditionalGeneration(cfg)
+        finally:
+            torch.set_default_dtype(default)
     else:
         model = Qwen2AudioForConditionalGeneration.from_pretrained(path, dtype=dtype)
     return model, processor
@@ -87,7 +102,7 @@ def build_peft_model(model, largs: LoraArguments, unfreeze_audio_layers: int = 0
     from peft import LoraConfig, get_peft_model
 
     to_save = list(largs.modules_to_save)
-    n = len(model.audio_tower.layers)
+    n = len(model.model.audio_tower.layers)
     to_save += [f"audio_tower.layers.{i}" for i in range(n - unfreeze_audio_layers, n)]
     if unfreeze_audio_layers:
         to_save.append("audio_tower.layer_norm")
@@ -100,6 +115,18 @@ def build_peft_model(model, largs: LoraArguments, unfreeze_audio_layers: int = 0
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+def make_optimizer(model, targs: TrainingArguments, full_lr: float):
+    """AdamW with two groups: LoRA weights at learning_rate, modules_to_save at full_lr."""
+    import torch
+
+    lora, full = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (lora if "lora_" in name else full).append(p)
+    groups = [{"params": lora, "lr": targs.learning_rate}, {"params": full, "lr": full_lr}]
+    return torch.optim.AdamW(groups, lr=targs.learning_rate, weight_decay=targs.weight_decay, betas=(targs.adam_beta1, targs.adam_beta2))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,9 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     resolved = {"model": asdict(margs), "data": asdict(dargs), "lora": asdict(largs), "training": targs.to_dict(), "n_train": len(dataset)}
     (out / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
 
-    # 5. train
+    # 5. train (fully trained modules may get their own learning rate: the projector starts random)
     targs.remove_unused_columns = False
-    trainer = Trainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor))
+    optimizers = (make_optimizer(model, targs, margs.projector_lr), None) if margs.projector_lr else (None, None)
+    trainer = Trainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor), optimizers=optimizers)
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(largs.resume and has_ckpt))
 
