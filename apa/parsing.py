@@ -33,7 +33,7 @@ def _value(raw: str, lo: float, hi: float, what: str, repairs: list[str]) -> flo
     v = float(raw)
     if not lo <= v <= hi:
         repairs.append(f"{what}: {v:g} out of range {lo:g}-{hi:g}, clipped")
-        v = min(max(v, lo), hi)
+        v = float(min(max(v, lo), hi))  # float like every other score, not the int bound
     return v
 
 
