@@ -22,8 +22,10 @@ from apa.model import MODES, AudioLMMScorer, DecodeOptions, SlotReading, to_asse
 
 def scatter_plots(preds, labels, out: Path, title: str) -> list[Path]:
     """One plotly scatter per aspect (prediction vs label); returns the files written."""
-    import plotly.graph_objects as go
-
+    try:
+        import plotly.graph_objects as go
+    except ImportError:  # plots are optional (e.g. on a bare GPU image)
+        return []
     written = []
     for aspect, (x, y, _) in pairs(preds, labels).items():
         if not len(x):

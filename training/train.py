@@ -30,6 +30,7 @@ class ModelArguments:
     config_json: str | None = field(default=None, metadata={"help": "config.json for --random_init (no Hub access)"})
     processor: str | None = field(default=None, metadata={"help": "processor dir (default: the model's)"})
     unfreeze_audio_layers: int = field(default=0, metadata={"help": "train the top N audio-tower layers fully"})
+    model_dtype: str = field(default="auto", metadata={"help": "weights dtype: float32, bfloat16, or auto (float32 for apa-mini; bf16 autocast still applies)"})
     projector_lr: float | None = field(default=None, metadata={"help": "learning rate of the fully trained modules (default: learning_rate)"})
 
 
@@ -143,7 +144,12 @@ def main(argv: list[str] | None = None) -> None:
         dargs.data = str(Path(__file__).resolve().parents[2] / "shared" / "speechocean762")
     if not torch.cuda.is_available():  # bf16 autocast on CPU is slow and lossy; keep fp32
         targs.bf16 = False
-    dtype = torch.bfloat16 if targs.bf16 else torch.float32
+    # Small models keep fp32 master weights (bf16 autocast does the maths): bf16 weights would
+    # round away lr-1e-4 updates. The 7B loads in bf16 to fit; PEFT keeps its adapters in fp32.
+    if margs.model_dtype == "auto":
+        dtype = torch.bfloat16 if targs.bf16 and margs.model != "apa-mini" else torch.float32
+    else:
+        dtype = getattr(torch, margs.model_dtype)
 
     # 2. data
     records = load_split(dargs.data, dargs.train_split)

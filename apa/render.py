@@ -1,0 +1,549 @@
+"""Presentation helpers for the app: result HTML, plotly figures, tips, history, CSV cells.
+
+No Gradio here: every function takes schema objects (or plain dicts) and returns strings or
+plotly figures, so it is unit-tested without a server.
+
+Colour-blind safety: colours come from the Okabe-Ito palette (blue / orange / vermillion,
+distinguishable with every common colour-vision deficiency) and are never the only cue. Each
+band also has a symbol (✓ ~ ✗) and an underline style (solid / wavy / double), and every chip
+carries a text label for screen readers (`aria-label`, `title`). `legend_html()` explains them.
+
+Bands:
+    words   error_type "none" -> good, "mispronunciation" -> mispronounced, "omission" -> missed
+            (cut points in apa.schema: accuracy < 1.5 omission, < 6.5 mispronunciation)
+    phones  apa.schema.phone_band: good (>= 1.5), accented (>= 0.5), wrong (< 0.5), unknown
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from apa.schema import (
+    ERROR_MISPRONUNCIATION,
+    ERROR_NONE,
+    ERROR_OMISSION,
+    MISPRONUNCIATION_BELOW,
+    PHONE_ACCENTED_BELOW,
+    SENTENCE_ASPECTS,
+    Assessment,
+    Phone,
+    Word,
+    phone_band,
+)
+
+# Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design").
+OKABE_ITO = {
+    "black": "#000000",
+    "orange": "#E69F00",
+    "sky": "#56B4E9",
+    "green": "#009E73",
+    "yellow": "#F0E442",
+    "blue": "#0072B2",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "grey": "#8C8C8C",
+}
+
+
+@dataclass(frozen=True)
+class Band:
+    key: str  # CSS modifier: apa-word--<key> / apa-phone--<key>
+    label: str  # shown in the legend and read by screen readers
+    symbol: str  # ✓ ~ ✗ ?
+    colour: str  # Okabe-Ito hex
+    underline: str  # CSS text-decoration-style
+    pattern: str  # plotly bar pattern shape
+
+
+GOOD = Band("good", "Good", "✓", OKABE_ITO["blue"], "solid", "")
+FAIR = Band("fair", "Needs work", "~", OKABE_ITO["orange"], "wavy", "/")
+POOR = Band("poor", "Wrong or missed", "✗", OKABE_ITO["vermillion"], "double", "x")
+UNKNOWN = Band("unknown", "Not scored", "?", OKABE_ITO["grey"], "dotted", ".")
+
+WORD_BANDS = {
+    ERROR_NONE: Band("good", "Good", GOOD.symbol, GOOD.colour, GOOD.underline, GOOD.pattern),
+    ERROR_MISPRONUNCIATION: Band("mis", "Mispronounced", FAIR.symbol, FAIR.colour, FAIR.underline, FAIR.pattern),
+    ERROR_OMISSION: Band("omit", "Missed or badly wrong", POOR.symbol, POOR.colour, POOR.underline, POOR.pattern),
+}
+PHONE_BANDS = {
+    "good": Band("good", "Clear sound", GOOD.symbol, GOOD.colour, GOOD.underline, GOOD.pattern),
+    "accented": Band("accented", "Accented sound", FAIR.symbol, FAIR.colour, FAIR.underline, FAIR.pattern),
+    "wrong": Band("wrong", "Wrong or missing sound", POOR.symbol, POOR.colour, POOR.underline, POOR.pattern),
+    "unknown": UNKNOWN,
+}
+
+# Sentence scores (0-10) are banded for the score tiles only.
+SENTENCE_GOOD_FROM = 7.0
+SENTENCE_FAIR_FROM = 4.0
+
+# The tip talks about words below this accuracy (0-10) and phones below this score (0-2).
+TIP_WORD_BELOW = 8.0
+TIP_PHONE_BELOW = PHONE_ACCENTED_BELOW
+TIP_MAX_WORDS = 2
+TIP_COMPLETENESS_BELOW = 8.0  # sentence completeness (0-10) that triggers "read every word"
+TIP_MAX_PHONES = 3
+
+MAX_HISTORY = 50  # attempts kept in the browser
+
+ASPECT_LABELS = {
+    "accuracy": "Accuracy",
+    "fluency": "Fluency",
+    "prosodic": "Prosody",
+    "completeness": "Completeness",
+    "total": "Total",
+}
+ASPECT_HELP = {
+    "accuracy": "How correctly the sounds were said",
+    "fluency": "How smoothly you read, without long pauses or restarts",
+    "prosodic": "Rhythm, stress and intonation",
+    "completeness": "How many of the words were read",
+    "total": "Overall pronunciation",
+}
+# One colour, marker and dash per aspect in the history chart (Okabe-Ito, distinct shapes).
+ASPECT_STYLE = {
+    "accuracy": (OKABE_ITO["blue"], "circle", "solid"),
+    "fluency": (OKABE_ITO["orange"], "square", "dash"),
+    "prosodic": (OKABE_ITO["green"], "diamond", "dot"),
+    "completeness": (OKABE_ITO["purple"], "triangle-up", "dashdot"),
+    "total": (OKABE_ITO["black"], "x", "solid"),
+}
+
+CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+PLOT_FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13}
+
+# --------------------------------------------------------------------------------- CSS
+# Passed to launch(css=...) by app.py (Gradio 6 takes css at launch).
+CSS = """
+.apa-card { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; line-height: 1.35; }
+.apa-tiles { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 14px; }
+.apa-tile { flex: 1 1 110px; border-radius: 12px; padding: 10px 12px; border: 1px solid rgba(128,128,128,.25);
+  background: rgba(128,128,128,.06); }
+.apa-tile-label { font-size: .8rem; opacity: .8; }
+.apa-tile-value { font-size: 1.6rem; font-weight: 700; }
+.apa-tile-value small { font-size: .8rem; font-weight: 400; opacity: .7; }
+.apa-tile--good { border-top: 4px solid #0072B2; }
+.apa-tile--fair { border-top: 4px dashed #E69F00; }
+.apa-tile--poor { border-top: 4px dotted #D55E00; }
+.apa-tile--unknown { border-top: 4px dotted #8C8C8C; }
+.apa-sentence { display: flex; flex-wrap: wrap; gap: 10px 12px; align-items: flex-start; margin: 6px 0 10px; }
+.apa-word { display: inline-flex; flex-direction: column; align-items: center; padding: 6px 8px 5px;
+  border-radius: 10px; border: 1px solid rgba(128,128,128,.25); min-width: 48px; }
+.apa-word-text { font-size: 1.35rem; font-weight: 700; letter-spacing: .02em; text-decoration-line: underline;
+  text-decoration-thickness: 3px; text-underline-offset: 5px; white-space: nowrap; }
+.apa-word-score { font-size: .78rem; opacity: .85; margin-top: 3px; }
+.apa-sym { display: inline-block; min-width: 1.2em; height: 1.2em; line-height: 1.2em; border-radius: 50%;
+  text-align: center; font-size: .8em; font-weight: 700; margin-right: 5px; vertical-align: middle; }
+.apa-word--good { background: rgba(0,114,178,.10); }
+.apa-word--good .apa-word-text { text-decoration-color: #0072B2; text-decoration-style: solid; }
+.apa-word--mis { background: rgba(230,159,0,.16); }
+.apa-word--mis .apa-word-text { text-decoration-color: #E69F00; text-decoration-style: wavy; }
+.apa-word--omit { background: rgba(213,94,0,.14); border-style: dashed; border-color: #D55E00; }
+.apa-word--omit .apa-word-text { text-decoration-color: #D55E00; text-decoration-style: double; }
+.apa-sym--good { background: #0072B2; color: #fff; }
+.apa-sym--mis, .apa-sym--accented { background: #E69F00; color: #000; }
+.apa-sym--omit, .apa-sym--wrong { background: #D55E00; color: #fff; }
+.apa-sym--unknown { background: #8C8C8C; color: #fff; }
+.apa-phones { display: flex; gap: 3px; margin-top: 6px; flex-wrap: wrap; justify-content: center; }
+.apa-phone { display: inline-flex; flex-direction: column; align-items: center; border-radius: 6px;
+  padding: 2px 4px 1px; font-size: .75rem; min-width: 26px; border-bottom: 3px solid transparent; }
+.apa-phone-arpa { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-weight: 600; }
+.apa-phone-ipa { font-family: "Charis SIL", "Doulos SIL", "Noto Sans", "DejaVu Sans", serif; font-size: .85rem; }
+.apa-phone-sym { font-size: .65rem; font-weight: 700; }
+.apa-phone--good { background: rgba(0,114,178,.12); border-bottom: 3px solid #0072B2; }
+.apa-phone--accented { background: rgba(230,159,0,.22); border-bottom: 3px dashed #E69F00; }
+.apa-phone--wrong { background: rgba(213,94,0,.20); border-bottom: 3px double #D55E00; }
+.apa-phone--unknown { background: rgba(140,140,140,.12); border-bottom: 3px dotted #8C8C8C; }
+.apa-legend { display: flex; flex-wrap: wrap; gap: 6px 18px; font-size: .85rem; margin-top: 8px; padding-top: 8px;
+  border-top: 1px solid rgba(128,128,128,.25); align-items: center; }
+.apa-legend-item { display: inline-flex; align-items: center; gap: 2px; }
+.apa-legend-title { font-weight: 600; }
+.apa-legend .apa-word-text { font-size: .9rem; text-underline-offset: 3px; text-decoration-thickness: 2px; }
+.apa-tip { border-left: 5px solid #0072B2; background: rgba(0,114,178,.08); border-radius: 8px; padding: 10px 14px;
+  font-size: 1rem; }
+.apa-tip p { margin: 4px 0; }
+.apa-note { font-size: .8rem; opacity: .75; margin-top: 6px; }
+.apa-empty { opacity: .75; padding: 18px; text-align: center; border: 2px dashed rgba(128,128,128,.35);
+  border-radius: 12px; }
+#apa-header h1 { margin-bottom: 0; }
+#apa-header p { margin-top: 2px; opacity: .85; }
+"""
+
+
+# --------------------------------------------------------------------------------- basics
+
+
+def fmt_score(value: float | None, digits: int = 1) -> str:
+    """'7.5' for 7.5, '8' for 8.0, '–' for None / NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    s = f"{value:.{digits}f}"
+    return s.rstrip("0").rstrip(".") if "." in s else s
+
+
+def word_band(word: Word) -> Band:
+    return WORD_BANDS[word.error_type] if word.accuracy is not None else UNKNOWN
+
+
+def sentence_band(value: float | None) -> Band:
+    if value is None:
+        return UNKNOWN
+    if value >= SENTENCE_GOOD_FROM:
+        return GOOD
+    if value >= SENTENCE_FAIR_FROM:
+        return FAIR
+    return POOR
+
+
+def phone_ipa(phone: Phone) -> str:
+    """IPA for a phone, '' when it cannot be converted (unknown symbol, apa.text unavailable)."""
+    try:
+        return phone.ipa
+    except Exception:  # noqa: BLE001 - presentation must not fail on one odd phone
+        return ""
+
+
+def _esc(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+# --------------------------------------------------------------------------------- HTML
+
+
+def legend_html() -> str:
+    """Legend for words and phones: colour + symbol + underline style + label."""
+    words = "".join(
+        f'<span class="apa-legend-item apa-word--{b.key}" style="background:none;border:none">'
+        f'<span class="apa-sym apa-sym--{b.key}" aria-hidden="true">{b.symbol}</span>'
+        f'<span class="apa-word-text">{_esc(b.label)}</span></span>'
+        for b in WORD_BANDS.values()
+    )
+    phones = "".join(
+        f'<span class="apa-legend-item"><span class="apa-phone apa-phone--{b.key}">'
+        f'<span class="apa-phone-sym" aria-hidden="true">{b.symbol}</span></span>&nbsp;{_esc(b.label)}</span>'
+        for b in PHONE_BANDS.values()
+    )
+    return (
+        '<div class="apa-legend" role="note" aria-label="Legend">'
+        f'<span class="apa-legend-title">Words:</span>{words}'
+        f'<span class="apa-legend-title">Sounds:</span>{phones}'
+        "</div>"
+    )
+
+
+def _phone_html(p: Phone) -> str:
+    band = PHONE_BANDS[phone_band(p.score)]
+    ipa = phone_ipa(p)
+    score = fmt_score(p.score)
+    label = f"{p.phone}{f' /{ipa}/' if ipa else ''}: {band.label.lower()}, score {score} of 2"
+    return (
+        f'<span class="apa-phone apa-phone--{band.key}" title="{_esc(label)}" aria-label="{_esc(label)}">'
+        f'<span class="apa-phone-sym" aria-hidden="true">{band.symbol}</span>'
+        f'<span class="apa-phone-arpa">{_esc(p.phone)}</span>'
+        f'<span class="apa-phone-ipa">{_esc(ipa) if ipa else "&nbsp;"}</span>'
+        "</span>"
+    )
+
+
+def _word_html(w: Word) -> str:
+    band = word_band(w)
+    label = f"{w.text}: {band.label.lower()}, accuracy {fmt_score(w.accuracy)} of 10"
+    phones = "".join(_phone_html(p) for p in w.phones)
+    return (
+        f'<div class="apa-word apa-word--{band.key}" role="group" title="{_esc(label)}" aria-label="{_esc(label)}">'
+        f'<span class="apa-word-text"><span class="apa-sym apa-sym--{band.key}" aria-hidden="true">'
+        f"{band.symbol}</span>{_esc(w.text)}</span>"
+        f'<span class="apa-word-score">{fmt_score(w.accuracy)}/10</span>'
+        f'<span class="apa-phones">{phones}</span>'
+        "</div>"
+    )
+
+
+def score_tiles_html(a: Assessment) -> str:
+    tiles = []
+    for k in SENTENCE_ASPECTS:
+        v = getattr(a.sentence, k)
+        b = sentence_band(v)
+        tiles.append(
+            f'<div class="apa-tile apa-tile--{b.key}" title="{_esc(ASPECT_HELP[k])}">'
+            f'<div class="apa-tile-label">{_esc(ASPECT_LABELS[k])}</div>'
+            f'<div class="apa-tile-value"><span class="apa-sym apa-sym--{_tile_sym_key(b)}" aria-hidden="true">'
+            f"{b.symbol}</span>{fmt_score(v)}<small>/10</small></div></div>"
+        )
+    return f'<div class="apa-tiles">{"".join(tiles)}</div>'
+
+
+def _tile_sym_key(b: Band) -> str:
+    return {"good": "good", "fair": "mis", "poor": "omit"}.get(b.key, "unknown")
+
+
+def result_html(a: Assessment) -> str:
+    """The whole result card: score tiles, colour-coded words with their phones, legend."""
+    words = "".join(_word_html(w) for w in a.words)
+    note = ""
+    if a.repairs:
+        note = '<div class="apa-note">Some scores were estimated (the model output needed repairs).</div>'
+    return (
+        '<div class="apa-card" id="apa-result">'
+        f"{score_tiles_html(a)}"
+        f'<div class="apa-sentence" aria-label="Your sentence, word by word">{words}</div>'
+        f"{legend_html()}{note}"
+        "</div>"
+    )
+
+
+def empty_result_html() -> str:
+    return (
+        '<div class="apa-card apa-empty">🎙️ Choose a sentence, then record yourself reading it '
+        "(or upload a recording). Your scores will appear here.</div>"
+    )
+
+
+# --------------------------------------------------------------------------------- tip
+
+
+def weakest_words(a: Assessment, n: int = TIP_MAX_WORDS, below: float = TIP_WORD_BELOW) -> list[Word]:
+    """Up to n scored words with accuracy < below, weakest first (ties: reading order)."""
+    scored = [(w.accuracy, i, w) for i, w in enumerate(a.words) if w.accuracy is not None and w.accuracy < below]
+    return [w for _, _, w in sorted(scored, key=lambda t: (t[0], t[1]))[:n]]
+
+
+def weakest_phones(
+    a: Assessment | Word, n: int = TIP_MAX_PHONES, below: float = TIP_PHONE_BELOW
+) -> list[tuple[Phone, Word]]:
+    """Up to n distinct phones (by symbol without stress) scoring < below, weakest first,
+    each with the word it occurs in."""
+    words = a.words if isinstance(a, Assessment) else (a,)
+    found: list[tuple[float, int, Phone, Word]] = []
+    for i, w in enumerate(words):
+        for p in w.phones:
+            if p.score is not None and p.score < below:
+                found.append((p.score, i, p, w))
+    found.sort(key=lambda t: (t[0], t[1]))
+    out, seen = [], set()
+    for _, _, p, w in found:
+        base = p.phone.rstrip("012")
+        if base in seen:
+            continue
+        seen.add(base)
+        out.append((p, w))
+        if len(out) == n:
+            break
+    return out
+
+
+def _sound(p: Phone) -> str:
+    ipa = phone_ipa(p)
+    return f"/{ipa}/ ({p.phone})" if ipa else p.phone
+
+
+def tip_text(a: Assessment) -> str:
+    """A short plain-language tip naming the weakest words and sounds (several sentences)."""
+    if not a.words:
+        return "We could not score any words. Please check the sentence and try again."
+    parts: list[str] = []
+    weak = weakest_words(a)
+    if not weak:
+        parts.append("Excellent! Every word sounded clear.")
+    else:
+        for w in weak:
+            if w.error_type == ERROR_OMISSION:
+                parts.append(
+                    f'"{w.text}" sounded missing or very different ({fmt_score(w.accuracy)}/10): say every word.'
+                )
+                continue
+            sounds = [p for p, _ in weakest_phones(w, n=2)]
+            how = "needs work" if (w.accuracy or 0) < MISPRONUNCIATION_BELOW else "was nearly right"
+            msg = f'Practise "{w.text}" ({fmt_score(w.accuracy)}/10, {how})'
+            if sounds:
+                msg += ": listen to the sound" + ("s " if len(sounds) > 1 else " ")
+                msg += " and ".join(_sound(p) for p in sounds)
+            parts.append(msg + ".")
+        others = [(p, w) for p, w in weakest_phones(a) if w not in weak]
+        if others:
+            parts.append("Also watch " + ", ".join(f'{_sound(p)} in "{w.text}"' for p, w in others) + ".")
+    s = a.sentence
+    if s.completeness is not None and s.completeness < TIP_COMPLETENESS_BELOW:
+        parts.append("Some words seem to be missing: read the whole sentence.")
+    aspects = {k: getattr(s, k) for k in ("fluency", "prosodic") if getattr(s, k) is not None}
+    if aspects:
+        k, v = min(aspects.items(), key=lambda kv: kv[1])
+        if v < SENTENCE_GOOD_FROM:
+            parts.append(
+                "Try reading more smoothly, without long pauses or restarts."
+                if k == "fluency"
+                else "Let your voice rise and fall naturally, and stress the important words."
+            )
+    return " ".join(parts)
+
+
+def tip_html(a: Assessment) -> str:
+    """The tip in a call-out box; quoted words in bold (after escaping, so still safe)."""
+    text = html.escape(tip_text(a), quote=False)
+    text = re.sub(r'"([^"]+)"', r"<b>“\1”</b>", text)
+    return f'<div class="apa-tip" role="status"><p>💡 {text}</p></div>'
+
+
+# --------------------------------------------------------------------------------- figures
+
+
+def _layout(fig, title: str, height: int = 320) -> Any:
+    fig.update_layout(
+        title={"text": title, "x": 0.02, "font": {"size": 15}},
+        height=height,
+        margin={"l": 40, "r": 20, "t": 50, "b": 40},
+        font=PLOT_FONT,
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+    )
+    return fig
+
+
+def sentence_figure(a: Assessment) -> Any:
+    """Radar of the five sentence scores on a fixed 0-10 scale."""
+    import plotly.graph_objects as go
+
+    labels = [ASPECT_LABELS[k] for k in SENTENCE_ASPECTS]
+    values = [getattr(a.sentence, k) for k in SENTENCE_ASPECTS]
+    r = [0.0 if v is None else float(v) for v in values]
+    fig = go.Figure(
+        go.Scatterpolar(
+            r=r + r[:1],
+            theta=labels + labels[:1],
+            fill="toself",
+            fillcolor="rgba(0,114,178,0.25)",
+            line={"color": OKABE_ITO["blue"], "width": 3},
+            marker={"size": 8, "symbol": "circle"},
+            text=[fmt_score(v) for v in values] + [fmt_score(values[0])],
+            hovertemplate="%{theta}: %{text}/10<extra></extra>",
+            name="Scores",
+        )
+    )
+    fig.update_layout(
+        polar={
+            # Accuracy at the top, clockwise; the 0-10 scale sits between Accuracy and Total
+            "radialaxis": {
+                "range": [0, 10],
+                "tickvals": [2, 4, 6, 8, 10],
+                "angle": 126,
+                "tickangle": 0,
+                "tickfont": {"size": 10},
+                "gridcolor": "rgba(128,128,128,.35)",
+            },
+            "angularaxis": {"rotation": 90, "direction": "clockwise", "gridcolor": "rgba(128,128,128,.35)"},
+            "bgcolor": "rgba(0,0,0,0)",
+        },
+        showlegend=False,
+    )
+    return _layout(fig, f"Sentence scores (total {fmt_score(a.sentence.total)}/10)", height=340)
+
+
+def word_figure(a: Assessment) -> Any:
+    """Bar per word (accuracy 0-10), colour + pattern by error type, one legend entry per type."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    xs = list(range(len(a.words)))
+    for etype, band in list(WORD_BANDS.items()) + [("unknown", UNKNOWN)]:
+        idx = [
+            i
+            for i, w in enumerate(a.words)
+            if (w.accuracy is None and etype == "unknown") or (w.accuracy is not None and w.error_type == etype)
+        ]
+        if not idx:
+            continue
+        ys = [0.0 if a.words[i].accuracy is None else float(a.words[i].accuracy) for i in idx]
+        fig.add_bar(
+            x=idx,
+            y=ys,
+            name=f"{band.symbol} {band.label}",
+            marker={"color": band.colour, "pattern": {"shape": band.pattern, "fgcolor": "rgba(0,0,0,.45)"}},
+            text=[f"{band.symbol} {fmt_score(a.words[i].accuracy)}" for i in idx],
+            textposition="outside",
+            customdata=[[a.words[i].text, " ".join(a.words[i].phone_symbols)] for i in idx],
+            hovertemplate="%{customdata[0]}: %{y}/10<br>%{customdata[1]}<extra></extra>",
+        )
+    fig.update_layout(
+        barmode="overlay",
+        bargap=0.25,
+        xaxis={
+            "tickmode": "array",
+            "tickvals": xs,
+            "ticktext": [w.text for w in a.words],
+            "range": [-0.6, max(len(xs), 1) - 0.4],
+        },
+        yaxis={
+            "range": [0, 11],
+            "tickvals": [0, 2, 4, 6, 8, 10],
+            "title": "Accuracy (0-10)",
+            "gridcolor": "rgba(128,128,128,.25)",
+        },
+        legend={"orientation": "h", "y": -0.2},
+    )
+    return _layout(fig, "Word accuracy", height=340)
+
+
+def history_figure(history: Sequence[dict[str, Any]] | None) -> Any:
+    """One line per sentence score across this session's attempts (x = attempt number)."""
+    import plotly.graph_objects as go
+
+    history = list(history or [])
+    fig = go.Figure()
+    xs = list(range(1, len(history) + 1))
+    texts = [str(h.get("text", "")) for h in history]
+    for k in SENTENCE_ASPECTS:
+        colour, symbol, dash = ASPECT_STYLE[k]
+        ys = [h.get(k) for h in history]
+        fig.add_scatter(
+            x=xs,
+            y=ys,
+            mode="lines+markers",
+            name=ASPECT_LABELS[k],
+            line={"color": colour, "dash": dash, "width": 3 if k == "total" else 2},
+            marker={"symbol": symbol, "size": 9, "color": colour},
+            customdata=texts,
+            hovertemplate=f"{ASPECT_LABELS[k]}: %{{y}}/10<br>%{{customdata}}<extra>attempt %{{x}}</extra>",
+        )
+    fig.update_layout(
+        xaxis={"title": "Attempt", "tickmode": "linear", "dtick": 1, "range": [0.5, max(len(xs), 1) + 0.5]},
+        yaxis={"range": [0, 10.5], "title": "Score (0-10)", "gridcolor": "rgba(128,128,128,.25)"},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    if not history:
+        fig.add_annotation(text="No attempts yet", showarrow=False, x=1, y=5, font={"size": 16})
+    return _layout(fig, "Your progress this session", height=320)
+
+
+# --------------------------------------------------------------------------------- history
+
+
+def history_entry(a: Assessment, when: datetime | None = None) -> dict[str, Any]:
+    """A JSON-able summary of one attempt for gr.BrowserState."""
+    when = when or datetime.now(timezone.utc)
+    entry: dict[str, Any] = {"time": when.isoformat(timespec="seconds"), "text": a.text}
+    for k in SENTENCE_ASPECTS:
+        entry[k] = getattr(a.sentence, k)
+    return entry
+
+
+def append_history(history: Iterable[dict[str, Any]] | None, a: Assessment, max_len: int = MAX_HISTORY) -> list[dict]:
+    """A new list: the old valid entries plus this attempt, at most max_len (oldest dropped)."""
+    old = [h for h in (history or []) if isinstance(h, dict)]
+    return (old + [history_entry(a)])[-max_len:]
+
+
+# --------------------------------------------------------------------------------- CSV
+
+
+def csv_cell(value: Any) -> Any:
+    """Neutralise spreadsheet formulas (CSV injection): a text cell starting with = + - @ tab or
+    CR gets a leading apostrophe. Numbers and None pass through unchanged."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_PREFIXES):
+        return "'" + value
+    return value

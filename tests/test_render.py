@@ -1,0 +1,218 @@
+"""Unit tests for apa.render: result HTML, legend, tip, figures, history, CSV cells."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from apa import render
+from apa.schema import Assessment, Phone, Sentence, Word
+
+pytest.importorskip("plotly")
+
+
+def _assessment(**sentence) -> Assessment:
+    s = {"accuracy": 6.0, "fluency": 8.0, "prosodic": 5.0, "completeness": 10.0, "total": 6.0}
+    s.update(sentence)
+    return Assessment(
+        text="WE CALL IT BEAR",
+        sentence=Sentence(**s),
+        words=(
+            Word("WE", 9.5, 10, 9, (Phone("W", 2.0), Phone("IY1", 1.9))),
+            Word("CALL", 4.0, 10, 4, (Phone("K", 1.8), Phone("AO1", 0.2), Phone("L", 1.0))),
+            Word("IT", 7.5, 10, 7, (Phone("IH1", 1.2), Phone("T", 2.0))),
+            Word("BEAR", 1.0, 5, 1, (Phone("B", 0.0), Phone("EH1", None), Phone("R", 0.4))),
+        ),
+        model="test",
+    )
+
+
+def _has_ipa() -> bool:
+    try:
+        return Phone("TH").ipa != ""
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ------------------------------------------------------------------------------ HTML
+
+
+def test_result_html_has_every_word_class_symbol_and_legend():
+    a = _assessment()
+    out = render.result_html(a)
+    for w in a.words:
+        assert f"{w.text}</span>" in out
+    # word classes by error type
+    assert out.count('class="apa-word apa-word--good"') == 2  # WE, IT
+    assert 'class="apa-word apa-word--mis"' in out  # CALL
+    assert 'class="apa-word apa-word--omit"' in out  # BEAR
+    # phone classes by band (phone_band), including unknown
+    for band in ("good", "accented", "wrong", "unknown"):
+        assert f"apa-phone apa-phone--{band}" in out
+    # colour is paired with a symbol
+    for sym in ("✓", "~", "✗"):
+        assert sym in out
+    assert 'class="apa-legend"' in out and "Legend" in out
+    # ARPAbet under every word
+    for p in a.phones:
+        assert f'<span class="apa-phone-arpa">{p.phone}</span>' in out
+    # the five sentence scores
+    for label in render.ASPECT_LABELS.values():
+        assert label in out
+
+
+def test_result_html_shows_ipa_when_available():
+    if not _has_ipa():
+        pytest.skip("apa.text.arpabet_to_ipa not available")
+    out = render.result_html(_assessment())
+    ipa = Phone("AO1").ipa
+    assert f'<span class="apa-phone-ipa">{html.escape(ipa)}</span>' in out
+
+
+def test_result_html_escapes_user_text():
+    a = Assessment(
+        text="<script>",
+        sentence=Sentence(5, 5, 5, 5, 5),
+        words=(Word('<img src=x onerror="alert(1)">', 5.0, 10, 5, (Phone("AH0", 1.0),)),),
+    )
+    out = render.result_html(a)
+    assert "<img" not in out and "&lt;img" in out
+
+
+def test_word_labels_for_screen_readers():
+    out = render.result_html(_assessment())
+    assert 'aria-label="BEAR: missed or badly wrong, accuracy 1 of 10"' in out
+    assert 'aria-label="CALL: mispronounced, accuracy 4 of 10"' in out
+
+
+def test_legend_explains_all_bands():
+    leg = render.legend_html()
+    for b in list(render.WORD_BANDS.values()) + list(render.PHONE_BANDS.values()):
+        assert b.label in leg and b.symbol in leg
+
+
+def test_palette_is_okabe_ito_and_styles_differ():
+    colours = {b.colour for b in render.WORD_BANDS.values()}
+    assert colours == {"#0072B2", "#E69F00", "#D55E00"}
+    assert len({b.symbol for b in render.WORD_BANDS.values()}) == 3
+    assert len({b.underline for b in render.WORD_BANDS.values()}) == 3
+    assert len({b.pattern for b in render.WORD_BANDS.values()}) == 3
+    # every class used in the HTML is styled
+    for key in ("good", "mis", "omit"):
+        assert f".apa-word--{key}" in render.CSS
+    for key in ("good", "accented", "wrong", "unknown"):
+        assert f".apa-phone--{key}" in render.CSS
+
+
+def test_unscored_words_render():
+    a = Assessment("HELLO", Sentence(), (Word("HELLO", None, None, None, (Phone("HH", None),)),))
+    out = render.result_html(a)
+    assert "HELLO" in out and "apa-word--unknown" in out and "–" in out
+
+
+@pytest.mark.parametrize(("value", "text"), [(7.5, "7.5"), (8.0, "8"), (None, "–"), (float("nan"), "–"), (0.04, "0")])
+def test_fmt_score(value, text):
+    assert render.fmt_score(value) == text
+
+
+# ------------------------------------------------------------------------------ tip
+
+
+def test_tip_names_weakest_word_first_and_its_sounds():
+    a = _assessment()
+    tip = render.tip_text(a)
+    assert '"BEAR"' in tip and '"CALL"' in tip
+    assert tip.index('"BEAR"') < tip.index('"CALL"')  # weakest first
+    assert "AO1" in tip  # weakest sound of CALL
+    assert "Prosody".lower() not in tip  # plain language, not rubric names
+    assert "rise and fall" in tip  # prosodic (5) is the weak aspect
+
+
+def test_tip_for_a_clean_reading():
+    words = tuple(Word(t, 9.0, 10, 9, (Phone("AH0", 2.0),)) for t in ("A", "CUP"))
+    a = Assessment("A CUP", Sentence(9, 9, 9, 10, 9), words)
+    assert render.tip_text(a).startswith("Excellent")
+
+
+def test_tip_mentions_missing_words_and_fluency():
+    a = _assessment(completeness=6.0, fluency=3.0, prosodic=8.0)
+    tip = render.tip_text(a)
+    assert "missing" in tip and "smoothly" in tip
+
+
+def test_tip_html_escapes():
+    a = Assessment("X", Sentence(5, 5, 5, 10, 5), (Word("<script>", 2.0, 10, 2, ()),))
+    out = render.tip_html(a)
+    assert "&lt;script&gt;" in out and "<script>" not in out
+    assert "<b>“&lt;script&gt;”</b>" in out  # the word is highlighted, still escaped
+
+
+def test_weakest_helpers():
+    a = _assessment()
+    assert [w.text for w in render.weakest_words(a)] == ["BEAR", "CALL"]
+    phones = [p.phone for p, _ in render.weakest_phones(a)]
+    assert phones == ["B", "AO1", "R"]
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def test_sentence_figure_is_a_radar_on_0_10():
+    fig = render.sentence_figure(_assessment())
+    assert fig.data[0].type == "scatterpolar"
+    assert list(fig.layout.polar.radialaxis.range) == [0, 10]
+    assert list(fig.data[0].r[:5]) == [6.0, 8.0, 5.0, 10.0, 6.0]
+
+
+def test_word_figure_has_a_bar_per_word_with_patterns():
+    a = _assessment()
+    fig = render.word_figure(a)
+    xs = sorted(x for tr in fig.data for x in tr.x)
+    assert xs == [0, 1, 2, 3]
+    assert list(fig.layout.xaxis.ticktext) == ["WE", "CALL", "IT", "BEAR"]
+    names = {tr.name for tr in fig.data}
+    assert names == {"✓ Good", "~ Mispronounced", "✗ Missed or badly wrong"}
+    assert {tr.marker.pattern.shape for tr in fig.data} == {"", "/", "x"}
+
+
+def test_word_figure_keeps_repeated_words_apart():
+    words = tuple(Word("TWO", acc, 10, acc, ()) for acc in (9.0, 3.0))
+    fig = render.word_figure(Assessment("TWO TWO", Sentence(), words))
+    assert sorted(x for tr in fig.data for x in tr.x) == [0, 1]
+
+
+def test_history_figure_lines_per_score():
+    a = _assessment()
+    hist = render.append_history([], a)
+    hist = render.append_history(hist, _assessment(total=8.0))
+    fig = render.history_figure(hist)
+    assert [tr.name for tr in fig.data] == list(render.ASPECT_LABELS.values())
+    total = next(tr for tr in fig.data if tr.name == "Total")
+    assert list(total.y) == [6.0, 8.0] and list(total.x) == [1, 2]
+    empty = render.history_figure(None)
+    assert empty.layout.annotations[0].text == "No attempts yet"
+
+
+def test_append_history_is_capped_and_ignores_junk():
+    a = _assessment()
+    hist = ["junk", None]
+    for _ in range(render.MAX_HISTORY + 5):
+        hist = render.append_history(hist, a)
+    assert len(hist) == render.MAX_HISTORY
+    assert set(hist[0]) == {"time", "text", *render.ASPECT_LABELS}
+    assert re.match(r"\d{4}-\d\d-\d\dT", hist[0]["time"])
+
+
+# ------------------------------------------------------------------------------ CSV
+
+
+@pytest.mark.parametrize("bad", ["=1+1", "+SUM(A1)", "-2+3", "@cmd", "\tx", "\rx", '=HYPERLINK("http://x")'])
+def test_csv_cell_escapes_formulas(bad):
+    assert render.csv_cell(bad) == "'" + bad
+
+
+@pytest.mark.parametrize("ok", ["WE CALL IT BEAR", "a=b", "", 7.5, None, -1.0])
+def test_csv_cell_leaves_safe_values(ok):
+    assert render.csv_cell(ok) == ok
