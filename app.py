@@ -33,7 +33,29 @@ On ZeroGPU the scoring call `score_audio` is wrapped in `spaces.GPU` (when `spac
 it takes only the audio array and the text, so nothing large is pickled into the GPU worker.
 
 The queue runs at most SCORER_CONCURRENCY scorings at once (one model; shared by the learner
-page, the API and the teacher tab) and holds at most QUEUE_MAX_SIZE waiting requests.
+page, the API and the teacher tab) and holds at most QUEUE_MAX_SIZE waiting requests; more are
+answered "Queue is full" at once.
+
+Limits and privacy (each backed by tests/test_reliability.py):
+* uploads: Gradio refuses any single upload over MAX_UPLOAD_BYTES (100 MB, HTTP 413), the
+  size a teacher's zip may need; a learner recording or an /assess upload is refused over
+  apa.audio.MAX_FILE_BYTES (20 MB, code "too_large") or MAX_DURATION_S (30 s, "too_long"),
+  before it is decoded. The audio components convert nothing (format=None): only apa.audio
+  decodes uploads, under its caps.
+* recordings: every uploaded file a scoring request used (learner recording, /assess audio,
+  teacher files, zips and CSV) is deleted from Gradio's upload cache when the request ends,
+  success or failure (`release_uploads`). Gradio stores uploads content-addressed
+  (`<GRADIO_TEMP_DIR or /tmp/gradio>/<sha256>/<name>`), so a file that another queued or
+  running request also uses (identical bytes), or that was uploaded again meanwhile, is left
+  to that request to delete. What Gradio itself keeps: uploads that never reach a scoring
+  request (the client vanished before sending it, or got "Queue is full") and the files our
+  handlers return (result JSON, scores CSV, TTS clip) stay in its cache until the
+  CACHE_CLEANUP sweep (every 30 min, files older than 1 h) or the server stops.
+  For "Score this recording again", the decoded 16 kHz audio of a learner's last recording
+  is kept in this process's memory only (never on disk), per browser session, for at most
+  RECENT_TTL_S (10 min) and for the RECENT_MAX (32) most recent sessions. (No unload hook: it
+  would hold a heartbeat connection open in every learner's page.)
+  Nothing logs audio bytes; error logs carry the error code and decoder messages.
 """
 
 from __future__ import annotations
@@ -49,6 +71,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -70,13 +93,15 @@ DEFAULT_PORT = 7860
 SCORER_CONCURRENCY = int(os.environ.get("APA_CONCURRENCY", "1"))  # scorings at once (one model)
 DEFAULT_CONCURRENCY = 4  # light events: sentence picker, TTS, history
 QUEUE_MAX_SIZE = 64  # waiting requests; more are turned away with "queue is full"
-MAX_UPLOAD = "100mb"  # any single upload (learner clips are capped lower by apa.audio)
+MAX_UPLOAD_BYTES = 100_000_000  # any single upload (teacher zips); learner clips: apa.audio.MAX_FILE_BYTES
 GPU_DURATION_S = 60  # ZeroGPU time slot per scoring call
 MAX_TEXT_CHARS = 400  # typed sentence, before apa.text's own checks
 TTS_VOICE = "en-us"
 TTS_SPEED_WPM = 140
 SCRATCH_MAX_AGE_S = 3600  # downloads and TTS clips we write are removed after this
-CACHE_CLEANUP = (1800, 3600)  # Gradio's own cache (uploads): check every 30 min, drop > 1 h
+CACHE_CLEANUP = (1800, 3600)  # Gradio's cache: check every 30 min, drop > 1 h (backstop; see doc)
+RECENT_TTL_S = 600  # "Score again": a session's last decoded recording is kept in memory this long ...
+RECENT_MAX = 32  # ... for at most this many sessions (each <= 30 s * 16 kHz * 4 B = 1.9 MB)
 
 # --------------------------------------------------------------------------------- scorer
 
@@ -202,6 +227,140 @@ def _api_error(exc: BaseException) -> gr.Error:
     return gr.Error(message, title=code, print_exception=False)
 
 
+# --------------------------------------------------------------------------------- uploads (privacy)
+
+
+def _upload_dirs() -> list[Path]:
+    """Folders where Gradio stores uploads (the running server's, and the configured one)."""
+    from gradio.context import LocalContext
+    from gradio.utils import get_upload_folder
+
+    dirs = [get_upload_folder()]
+    blocks = LocalContext.blocks.get(None)
+    server = getattr(blocks, "server_app", None)
+    if getattr(server, "uploaded_file_dir", None):
+        dirs.append(server.uploaded_file_dir)
+    return list(dict.fromkeys(Path(d).resolve() for d in dirs))
+
+
+def _mentions(value: Any, target: str) -> bool:
+    if isinstance(value, str):
+        return value == target
+    if isinstance(value, dict):
+        return any(_mentions(v, target) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_mentions(v, target) for v in value)
+    return False
+
+
+def _used_by_other_requests(path: str) -> bool:
+    """Whether a queued or running event other than the current one carries this file."""
+    from gradio.context import LocalContext
+
+    blocks = LocalContext.blocks.get(None)
+    events = getattr(getattr(blocks, "_queue", None), "event_ids_to_events", None)
+    if not events:
+        return False
+    me = LocalContext.event_id.get(None)
+    for _ in range(3):  # the dict is changed by the event loop's thread
+        try:
+            others = [e for eid, e in list(events.items()) if eid != me]
+            break
+        except RuntimeError:
+            continue
+    else:
+        return True  # cannot tell: keep it (the cache sweep removes it later)
+    for e in others:
+        data = getattr(getattr(e, "data", None), "data", None)
+        if data is not None and _mentions(data, path):
+            return True
+    return False
+
+
+def _forget_upload(path: str) -> None:
+    """Drop a deleted upload from Gradio's record of uploads (a set that otherwise only grows)."""
+    from gradio.context import LocalContext
+
+    files = getattr(LocalContext.blocks.get(None), "upload_file_set", None)
+    if isinstance(files, set):
+        files.discard(path)
+
+
+def claim_uploads(paths: list[Any]) -> list[tuple[str, int]]:
+    """Note the uploads a request uses (path, inode) at its start, for `release_uploads`."""
+    claims = []
+    for p in paths:
+        if not isinstance(p, (str, Path)):
+            continue
+        try:
+            claims.append((str(p), os.stat(p).st_ino))
+        except OSError:
+            continue
+    return claims
+
+
+def release_uploads(claims: list[tuple[str, int]]) -> int:
+    """Delete, at the end of a request, the uploaded files it used: only files inside Gradio's
+    upload folder, not re-uploaded since the request started (same inode), and not carried by
+    another queued or running request (uploads are content-addressed: identical bytes share
+    one path). Empty upload folders go too. Returns how many files were deleted."""
+    if not claims:
+        return 0
+    roots = _upload_dirs()
+    deleted = 0
+    for path, ino in claims:
+        p = Path(path)
+        try:
+            real = p.resolve()
+            if not any(real.is_relative_to(r) and real != r for r in roots):
+                continue  # not an upload (e.g. a file passed by a test or a local caller)
+            if os.stat(real).st_ino != ino or _used_by_other_requests(path):
+                continue
+            real.unlink()
+            deleted += 1
+            _forget_upload(path)
+            try:
+                real.parent.rmdir()  # <upload dir>/<sha256>/ when empty
+            except OSError:
+                pass
+        except OSError:
+            continue
+    return deleted
+
+
+def _request_session() -> str | None:
+    from gradio.context import LocalContext
+
+    req = LocalContext.request.get(None)
+    return getattr(req, "session_hash", None)
+
+
+_recent: OrderedDict[str, tuple[float, str, np.ndarray]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
+def _recent_get(session: str | None, path: str | None) -> np.ndarray | None:
+    """The decoded audio this session last uploaded at `path`, if still kept."""
+    if session is None or path is None:
+        return None
+    with _recent_lock:
+        now = time.monotonic()
+        for k in [k for k, (t, _, _) in _recent.items() if now - t > RECENT_TTL_S]:
+            del _recent[k]
+        hit = _recent.get(session)
+    return hit[2] if hit is not None and hit[1] == str(path) else None
+
+
+def _recent_put(session: str | None, path: str | None, audio: np.ndarray) -> None:
+    if session is None or path is None:
+        return
+    with _recent_lock:
+        _recent[session] = (time.monotonic(), str(path), audio)
+        _recent.move_to_end(session)
+        while len(_recent) > RECENT_MAX:
+            _recent.popitem(last=False)
+
+
 # --------------------------------------------------------------------------------- files we write
 
 
@@ -289,12 +448,26 @@ def reference_audio(text: str | None):
 
 def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B008 - Gradio idiom
     """Recording (or upload) stopped: score it and update results + history.
-    On bad input raises gr.Error, so no output (and no input) is touched."""
+    On bad input raises gr.Error, so no output (and no input) is touched.
+    The uploaded file is deleted when the request ends (`release_uploads`); the decoded audio is
+    kept in memory for this browser session (RECENT_TTL_S) so "Score again" works."""
     progress(0.05, desc="Checking your recording…")
+    claims = claim_uploads([audio_path])
+    session = _request_session()
     try:
-        a = assess_file(audio_path, text, progress)
+        audio = _recent_get(session, audio_path)
+        if audio is None:  # decoded first, so a sentence fixed after an error can reuse it
+            from apa.audio import load_audio
+
+            audio = load_audio(None if audio_path is None else str(audio_path))
+            _recent_put(session, audio_path, audio)
+        text = check_text(text)
+        progress(0.35, desc="Listening and scoring…")
+        a = score_audio(audio, text)
     except Exception as exc:
         raise _ui_error(exc) from exc
+    finally:
+        release_uploads(claims)
     progress(0.9, desc="Drawing your results…")
     history = render.append_history(history, a)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -317,26 +490,43 @@ def clear_history():
 
 
 def api_assess(audio: str | None, text: str | None) -> dict:
-    """Score a recording of `text`. Returns Assessment.to_dict(); errors carry their code as title."""
+    """Score a recording of `text`. Returns Assessment.to_dict(); errors carry their code as title.
+    The uploaded file is deleted when the request ends, success or failure."""
+    claims = claim_uploads([audio])
     try:
         return assess_file(audio, text).to_dict()
     except Exception as exc:
         raise _api_error(exc) from exc
+    finally:
+        release_uploads(claims)
 
 
 def teacher_score(files, csv_file, progress=gr.Progress()):  # noqa: B008 - Gradio idiom
-    """Score a batch; returns (table, CSV download, summary)."""
+    """Score a batch; returns (table, CSV download, summary). The uploads (files, zips, CSV)
+    are deleted when the request ends, success or failure."""
     if not files:
         raise gr.Error("Please upload the recordings (audio files or a zip).", print_exception=False)
     paths = [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in files]
-
-    def step(i: int, n: int, name: str) -> None:
-        progress((i, n), desc=f"Scoring {name}")
-
+    claims = claim_uploads([*paths, csv_file])
     try:
-        rows = batch.run_batch(paths, csv_file, assess_file, progress=step)
-    except batch.BatchError as exc:
-        raise gr.Error(str(exc), title="Check the upload", print_exception=False) from exc
+        missing = [Path(p).name for p in [*paths, csv_file] if p is not None and not Path(p).is_file()]
+        if missing:
+            raise gr.Error(
+                f"These files are no longer on the server ({', '.join(missing[:3])}): uploads are deleted "
+                "once scored. Please upload them again.",
+                title="Check the upload",
+                print_exception=False,
+            )
+
+        def step(i: int, n: int, name: str) -> None:
+            progress((i, n), desc=f"Scoring {name}")
+
+        try:
+            rows = batch.run_batch(paths, csv_file, assess_file, progress=step)
+        except batch.BatchError as exc:
+            raise gr.Error(str(exc), title="Check the upload", print_exception=False) from exc
+    finally:
+        release_uploads(claims)
     out = scratch_file(f"pronunciation-scores-{datetime.now():%Y%m%d-%H%M%S}.csv")
     out.write_text(batch.rows_to_csv(rows), encoding="utf-8")
     n_err = sum(1 for r in rows if r.error)
@@ -542,7 +732,7 @@ def launch_kwargs() -> dict[str, Any]:
             font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
         ),
         "css": render.CSS,
-        "max_file_size": MAX_UPLOAD,
+        "max_file_size": MAX_UPLOAD_BYTES,
         "footer_links": ["api", "gradio"],
     }
 

@@ -17,6 +17,13 @@ Decisions:
   decoding, so a 2-hour upload costs at most MAX_DURATION_S of decoding and memory (decoding
   stops at the cap; the container's declared duration is only used to word the message).
   30 s is 1.5x the longest Speechocean762 utterance (20.4 s), leaving ample room for silence.
+* Memory is bounded by what is decoded, not by what the file is: the sample rate
+  (MIN_INPUT_RATE..MAX_INPUT_RATE) and the channel count (MAX_CHANNELS for learner audio,
+  MAX_MIX_CHANNELS otherwise) are checked from the header *before* any sample is read, so with
+  the duration cap at most MAX_DURATION_S * MAX_INPUT_RATE * MAX_CHANNELS samples (46 MB of
+  float32) are ever held. (Without this, a 70 kB Ogg Vorbis file declaring 64 channels at
+  192 kHz decoded 3 GB before the duration cap stopped it.) Lengths declared in headers (a WAV
+  `data` chunk of 4 GB, an Ogg granule position of 2^62) are never used to allocate.
 * Non-finite samples (NaN/inf): up to MAX_NONFINITE_FRACTION of the samples are replaced by 0
   (a few glitched samples in a float file should not cost the learner a retry); more than that
   means the file is damaged, and it is rejected with code "corrupt".
@@ -166,6 +173,24 @@ def _too_long(seconds: float | None) -> AudioError:
     )
 
 
+def _bad_rate(sample_rate) -> AudioError:
+    return AudioError(
+        "unsupported",
+        f"The recording's sample rate ({sample_rate} Hz) is not supported; it must be between "
+        f"{MIN_INPUT_RATE // 1000} kHz and {MAX_INPUT_RATE // 1000} kHz "
+        "(16, 44.1 or 48 kHz are usual). Please record again.",
+        detail=f"sample_rate={sample_rate!r}",
+    )
+
+
+def _check_format(sample_rate: int, n_channels: int, max_channels: int | None) -> None:
+    """Rate and channel count from a decoder's header, checked before any sample is read."""
+    if not (MIN_INPUT_RATE <= sample_rate <= MAX_INPUT_RATE):
+        raise _bad_rate(sample_rate)
+    if max_channels is not None and n_channels > max_channels:
+        raise _too_many_channels(n_channels)
+
+
 def _too_many_channels(n_channels: int) -> AudioError:
     return AudioError(
         "unsupported",
@@ -225,9 +250,12 @@ def _open(source: Source) -> BinaryIO:
         ) from exc
 
 
-def _decode_soundfile(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarray, int, float | None]:
+def _decode_soundfile(
+    f: BinaryIO, max_seconds: float | None, max_channels: int | None = None
+) -> tuple[np.ndarray, int, float | None]:
     """libsndfile: wav, flac, ogg/vorbis, ogg/opus, mp3, aiff, ... Reads in blocks, so memory
     follows the data actually present (not the header's claim), and stops once past max_seconds.
+    Rate and channels are checked (`_check_format`) before reading.
 
     Returns (samples (n, ch) float32, sample_rate, declared_duration_s or None).
     """
@@ -237,6 +265,7 @@ def _decode_soundfile(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarra
         sr, ch = int(snd.samplerate), int(snd.channels)
         if sr <= 0 or ch <= 0:
             raise ValueError(f"invalid header: {sr} Hz, {ch} channels")
+        _check_format(sr, ch, max_channels)
         declared = snd.frames / sr if 0 < snd.frames < 2**62 else None
         max_frames = None if max_seconds is None else math.floor(max_seconds * sr)
         blocks, total = [], 0
@@ -250,8 +279,12 @@ def _decode_soundfile(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarra
     return x, sr, declared
 
 
-def _decode_pyav(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarray, int, float | None]:
+def _decode_pyav(
+    f: BinaryIO, max_seconds: float | None, max_channels: int | None = None
+) -> tuple[np.ndarray, int, float | None]:
     """FFmpeg through PyAV: webm/opus, m4a/aac, mp3, the first audio track of a video, ...
+    Rate and channels are checked (`_check_format`) before decoding, and again on every decoded
+    frame (a stream may change its parameters midway).
 
     Undecodable packets are skipped (logged); if nothing decodes, the first error is raised.
     Returns (samples (n, ch) float32, sample_rate, declared_duration_s or None).
@@ -276,6 +309,7 @@ def _decode_pyav(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarray, in
         rate = int(stream.rate or 0)
         if rate <= 0:
             raise ValueError("audio stream without a sample rate")
+        _check_format(rate, int(stream.channels or 0), max_channels)
         max_frames = None if max_seconds is None else math.floor(max_seconds * rate)
         # packed float32 at the stream's rate; the layout is kept (channels checked later)
         resampler = av.AudioResampler(format="flt", layout=None, rate=rate)
@@ -285,6 +319,8 @@ def _decode_pyav(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarray, in
         def take(frames) -> None:
             nonlocal total
             for out in frames:
+                if max_channels is not None and out.layout.nb_channels > max_channels:
+                    raise _too_many_channels(out.layout.nb_channels)
                 a = out.to_ndarray().reshape(-1, out.layout.nb_channels)  # (1, n*ch) -> (n, ch)
                 if chunks and a.shape[1] != chunks[0].shape[1]:
                     raise ValueError("the channel count changes in the middle of the stream")
@@ -295,6 +331,8 @@ def _decode_pyav(f: BinaryIO, max_seconds: float | None) -> tuple[np.ndarray, in
         for packet in container.demux(stream):
             try:
                 for frame in packet.decode():
+                    if max_channels is not None and len(frame.layout.channels) > max_channels:
+                        raise _too_many_channels(len(frame.layout.channels))
                     take(resampler.resample(frame))
             except av.error.FFmpegError as exc:
                 bad += 1
@@ -318,6 +356,7 @@ def decode(
     *,
     max_bytes: int | None = None,
     max_duration_s: float | None = None,
+    max_channels: int | None = MAX_MIX_CHANNELS,
 ) -> tuple[np.ndarray, int]:
     """Decode an audio file (path or bytes) to float32 samples at its native rate.
 
@@ -330,6 +369,9 @@ def decode(
         max_bytes: if given, larger inputs raise AudioError("too_large") before decoding.
         max_duration_s: if given, decoding stops once past it and AudioError("too_long") is
             raised, so time and memory stay bounded whatever the file is or declares.
+        max_channels: more channels than this (from the header, before decoding) raise
+            AudioError("unsupported"); None: no limit. A sample rate outside
+            MIN_INPUT_RATE..MAX_INPUT_RATE is refused the same way, always.
 
     Returns:
         (samples, sample_rate): float32 array of shape (n_samples, n_channels), nominally in
@@ -337,7 +379,7 @@ def decode(
 
     Raises:
         AudioError: "empty" (0 bytes, no samples, file not found), "too_large", "too_long",
-            "corrupt" (undecodable), "unsupported" (no audio track).
+            "corrupt" (undecodable), "unsupported" (no audio track, sample rate, channels).
     """
     _check_size(source, max_bytes)
     errors: list[str] = []
@@ -346,7 +388,7 @@ def decode(
         for name, fn in (("soundfile", _decode_soundfile), ("pyav", _decode_pyav)):
             try:
                 f.seek(0)
-                x, sr, declared = fn(f, max_duration_s)
+                x, sr, declared = fn(f, max_duration_s, max_channels)
                 break
             except AudioError:
                 raise
@@ -418,13 +460,7 @@ def to_mono_16k(samples: np.ndarray, sample_rate: float) -> np.ndarray:
     except (TypeError, ValueError):
         rate = float("nan")
     if not (MIN_INPUT_RATE <= rate <= MAX_INPUT_RATE):
-        raise AudioError(
-            "unsupported",
-            f"The recording's sample rate ({sample_rate} Hz) is not supported; it must be between "
-            f"{MIN_INPUT_RATE // 1000} kHz and {MAX_INPUT_RATE // 1000} kHz "
-            "(16, 44.1 or 48 kHz are usual). Please record again.",
-            detail=f"sample_rate={sample_rate!r}",
-        )
+        raise _bad_rate(sample_rate)
     a = np.asarray(samples)
     if a.ndim == 1:
         a = a[:, None]
@@ -438,7 +474,7 @@ def to_mono_16k(samples: np.ndarray, sample_rate: float) -> np.ndarray:
     x = a.mean(axis=1, dtype=np.float64)
     if a.shape[1] > 1:
         # channels in opposite phase cancel out when averaged: fall back to the loudest one
-        rms_ch = np.sqrt(np.mean(np.square(a, dtype=np.float64), axis=0))
+        rms_ch = np.sqrt([np.mean(np.square(a[:, c], dtype=np.float64)) for c in range(a.shape[1])])
         if np.sqrt(np.mean(x * x)) < 0.1 * rms_ch.max():
             x = a[:, int(np.argmax(rms_ch))].astype(np.float64)
     if rate != SAMPLE_RATE:
@@ -655,6 +691,7 @@ def load_audio(
             source,
             max_bytes=MAX_FILE_BYTES if check else None,
             max_duration_s=MAX_DURATION_S if check else None,
+            max_channels=MAX_CHANNELS if check else MAX_MIX_CHANNELS,
         )
     n_channels = samples.shape[1] if samples.ndim == 2 else 1
     if check and n_channels > MAX_CHANNELS:

@@ -7,7 +7,8 @@ Safety (uploads are untrusted):
   actually written (declared sizes can lie: zip bombs); only audio files (and one CSV) are
   extracted, into a temporary folder that is removed when the request ends.
 * the CSV is size-capped and read as text only; cells of the result CSV that start with
-  = + - @ tab or CR are prefixed with an apostrophe (CSV injection, see apa.render.csv_cell).
+  = + - @ tab or CR are prefixed with an apostrophe (CSV injection, see apa.render.csv_cell),
+  and cells holding a line break are quoted (CRLF rows), so no cell can start a new row.
 * one bad file (undecodable, silent, no reference text, ...) becomes an error in its row; it
   never fails the batch.
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_FILES = 100  # audio files scored per request
 MAX_ZIP_MEMBERS = 1000  # entries in one archive (files and folders)
-MAX_ZIP_UNCOMPRESSED_BYTES = 200 * 1024 * 1024  # all archives of a request, bytes written
+MAX_ZIP_UNCOMPRESSED_BYTES = 200_000_000  # all archives of a request, bytes written (200 MB, as the message says)
 MAX_CSV_BYTES = 1024 * 1024
 SCORE_DECIMALS = 2  # sentence scores in the table / CSV
 AUDIO_EXTENSIONS = frozenset(
@@ -166,9 +167,12 @@ def read_references(source: str | Path | bytes) -> list[tuple[str, str]]:
         data = bytes(source)
     else:
         path = Path(source)
-        if path.stat().st_size > MAX_CSV_BYTES:
-            raise BatchError(f"The CSV file is too large (the limit is {MAX_CSV_BYTES // 1024} KB).")
-        data = path.read_bytes()
+        try:
+            if path.stat().st_size > MAX_CSV_BYTES:
+                raise BatchError(f"The CSV file is too large (the limit is {MAX_CSV_BYTES // 1024} KB).")
+            data = path.read_bytes()
+        except OSError as exc:  # gone (uploads are deleted after a request), unreadable, a folder
+            raise BatchError(f'The CSV file "{path.name}" could not be read; please upload it again.') from exc
     if len(data) > MAX_CSV_BYTES:
         raise BatchError(f"The CSV file is too large (the limit is {MAX_CSV_BYTES // 1024} KB).")
     try:
@@ -344,9 +348,12 @@ def rows_table(rows: Sequence[BatchRow]) -> list[list[Any]]:
 
 
 def rows_to_csv(rows: Sequence[BatchRow]) -> str:
-    """CSV text with a header; text cells are escaped against formula injection."""
+    """CSV text with a header; text cells are escaped against formula injection.
+
+    Rows end in CRLF (RFC 4180), so a cell holding a CR or LF is quoted: a file name or text
+    with a line break can never start a new row (whose first cell would escape csv_cell)."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(COLUMNS)
     for r in rows:
         w.writerow(["" if v is None else csv_cell(v) for v in astuple(r)])

@@ -18,8 +18,10 @@ _NUM = r"-?\d+(?:\.\d+)?"
 _SENT_RE = re.compile(r"sentence\s*scores?\s*:?(.*)", re.I)
 _WORD_LINE_RE = re.compile(r"word\s*scores?\s*:?(.*)", re.I)
 _PHONE_LINE_RE = re.compile(r"phone\s*scores?\s*:?(.*)", re.I)
-_WORD_RE = re.compile(r"([^\s/]+)((?:/[^\s/]*){1,3})")
-_PHONE_RE = re.compile(r"([^\s/]+)/([^\s/]*)")
+# Matches start only at token boundaries (the lookbehind): otherwise a long token without "/"
+# is rescanned from every position, which is quadratic in its length.
+_WORD_RE = re.compile(r"(?<![^\s/])([^\s/]+)((?:/[^\s/]*){1,3})")
+_PHONE_RE = re.compile(r"(?<![^\s/])([^\s/]+)/([^\s/]*)")
 
 
 def _value(raw: str, lo: float, hi: float, what: str, repairs: list[str]) -> float | None:

@@ -91,7 +91,7 @@ def bench_decode(name, model, processor, records, batch_sizes, n_throughput, row
     audios = [r.audio() for r in subset]
     refs = [r.reference for r in subset]
     for bs in batch_sizes:
-        scorer.options = DecodeOptions(batch_size=bs)
+        scorer.options = DecodeOptions(batch_size=bs, fast=False)  # the batched decoder
         sync()
         t = time.perf_counter()
         scorer.score(audios, refs)
@@ -175,7 +175,7 @@ def main() -> None:
         from apa.model import AudioLMMScorer
 
         scorer = AudioLMMScorer.from_pretrained(mini_dir, REPO / "assets" / "apa-mini-adapter", device="cuda")
-        bench_decode("apa-mini", scorer.model, scorer.processor, records, [64, 256], len(records), rows, raw)
+        bench_decode("apa-mini", scorer.model, scorer.processor, records, [128], 512, rows, raw)
         print("\n".join(rows), flush=True)
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--decoder", default="auto", choices=["auto", "fast", "batched"],
+                    help="fast: clip by clip, lean (CPU); batched: the stock batched decoder (GPU); auto picks by device")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = args.model or str(assemble_apa_mini())
     adapter = None if args.adapter in (None, "none") else args.adapter
-    scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, options=DecodeOptions(batch_size=args.batch_size))
+    from apa.model import pick_device
+
+    fast = args.decoder == "fast" or (args.decoder == "auto" and pick_device(args.device).type == "cpu")
+    scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, options=DecodeOptions(batch_size=args.batch_size, fast=fast))
     root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
     records = load_split(root, args.split)[: args.limit]
     out = Path(args.out)

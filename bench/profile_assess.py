@@ -1,0 +1,163 @@
+"""Where does the time of one `assess` go? Stage timings (median of --runs) for the naive and the fast path on
+one corpus clip, plus a cProfile listing of one call.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/profile_assess.py [--utt 003060306] [--runs 3] [--modes naive fast]
+                                                               [--cprofile fast] [--top 25]
+
+Stages are timed by wrapping the functions that do them (the wrappers cost microseconds):
+naive: processor (features padded to 30 s + tokenisation), audio encoder (30 s, padding masked), first model
+forward without the encoder (LLM prefill + LM head over every prompt position), decode steps (count, time);
+fast: load_audio is outside `assess` and timed apart; features, encoder (real length), LLM passes (count,
+tokens, time); the rest is Python (plans, slot probabilities, assembling the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import time
+import types
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CORPUS = REPO.parent / "shared" / "speechocean762"
+
+
+class Timers:
+    def __init__(self):
+        self.t = defaultdict(float)
+        self.n = defaultdict(int)
+
+    def wrap(self, owner, name: str, label: str):
+        fn = getattr(owner, name)
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.t[label] += time.perf_counter() - t0
+                self.n[label] += 1
+
+        setattr(owner, name, timed)
+        return fn
+
+    def reset(self):
+        self.t.clear()
+        self.n.clear()
+
+
+def stage_times(scorer, audio, text: str, runs: int, fast: bool) -> dict[str, tuple[float, int]]:
+    import apa.model as M
+
+    timers = Timers()
+    undo = []
+    if fast:
+        undo.append((M, "log_mel_features", timers.wrap(M, "log_mel_features", "features (real length)")))
+        undo.append((M, "encode_audio_fast", timers.wrap(M, "encode_audio_fast", "audio encoder (real length)")))
+        dec = scorer._decoder()
+        undo.append((dec, "forward", timers.wrap(dec, "forward", "LLM passes")))
+    else:
+        proc = scorer.processor
+        cls = type(proc)
+        orig_call = cls.__call__
+
+        def call(self, *a, **k):
+            t0 = time.perf_counter()
+            try:
+                return orig_call(self, *a, **k)
+            finally:
+                timers.t["processor (30 s features, tokens)"] += time.perf_counter() - t0
+                timers.n["processor (30 s features, tokens)"] += 1
+
+        cls.__call__ = call
+        undo.append((cls, "__call__", orig_call))
+        tower = scorer.model.model.audio_tower
+        undo.append((tower, "forward", timers.wrap(tower, "forward", "audio encoder (30 s, masked)")))
+        undo.append((scorer.model, "forward", timers.wrap(scorer.model, "forward", "model forwards (all)")))
+    per_run = []
+    try:
+        scorer.assess(audio, text)  # warm-up
+        for _ in range(runs):
+            timers.reset()
+            t0 = time.perf_counter()
+            scorer.assess(audio, text)
+            total = time.perf_counter() - t0
+            row = {k: (v, timers.n[k]) for k, v in timers.t.items()}
+            row["assess total"] = (total, 1)
+            per_run.append(row)
+    finally:
+        for owner, name, fn in reversed(undo):
+            if isinstance(owner, (type, types.ModuleType)):
+                setattr(owner, name, fn)
+            else:
+                delattr(owner, name)  # the instance attribute that shadowed the method
+    keys = per_run[0].keys()
+    out = {k: (statistics.median(r[k][0] for r in per_run), per_run[0][k][1]) for k in keys}
+    if not fast:
+        enc = out["audio encoder (30 s, masked)"][0]
+        allf, nf = out.pop("model forwards (all)")
+        # the first forward carries the encoder and the prefill; steps are the rest
+        out["LLM prefill + LM head (+ decode steps)"] = (allf - enc, nf)
+    out["python and other"] = (out["assess total"][0] - sum(v for k, (v, _) in out.items() if k != "assess total"), 0)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--utt", default="003060306", help="test-split utterance id (default: a 5.5 s clip)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--modes", nargs="+", default=["naive", "fast"], choices=["naive", "fast"])
+    ap.add_argument("--cprofile", choices=["naive", "fast", "none"], default="fast")
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+
+    import os
+
+    import torch
+
+    from apa.audio import load_audio
+    from apa.data import read_kaldi
+    from apa.model import AudioLMMScorer, DecodeOptions, load_scorer
+
+    rec = next(r for r in read_kaldi(CORPUS, "test") if r.utt_id == args.utt)
+    t = time.perf_counter()
+    base = load_scorer()
+    print(f"model load {time.perf_counter() - t:.2f} s ({base.name}); torch threads {torch.get_num_threads()}; "
+          f"load avg {os.getloadavg()[0]:.2f}")
+    audio = load_audio(str(rec.audio_source))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        load_audio(str(rec.audio_source))
+        times.append(time.perf_counter() - t)
+    print(f"clip {rec.utt_id}: {len(audio) / 16000:.2f} s after trimming, {rec.text!r}; "
+          f"load_audio (decode + VAD + trim) {statistics.median(times) * 1e3:.0f} ms")
+    scorers = {m: AudioLMMScorer(base.model, base.processor, name=base.name, options=DecodeOptions(fast=m == "fast"))
+               for m in args.modes}
+    for m in args.modes:
+        res = stage_times(scorers[m], audio, rec.text, args.runs, fast=m == "fast")
+        st = scorers[m].stats
+        print(f"\n{m}: {st}")
+        for k, (v, n) in res.items():
+            print(f"  {k:45s} {v * 1e3:8.1f} ms" + (f"  ({n} calls)" if n > 1 else ""))
+    if args.cprofile != "none":
+        s = scorers.get(args.cprofile) or AudioLMMScorer(base.model, base.processor,
+                                                         options=DecodeOptions(fast=args.cprofile == "fast"))
+        prof = cProfile.Profile()
+        prof.enable()
+        s.assess(audio, rec.text)
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(args.top)
+        print(f"\ncProfile of one {args.cprofile} assess (sorted by own time):\n" + buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()

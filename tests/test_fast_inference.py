@@ -1,0 +1,173 @@
+"""The fast CPU inference path (apa.model, DecodeOptions(fast=True)) against the stock path, on the
+tiny random model: features and audio encoder on the real length, lean decoder forward, speculative
+template decoding with side probe tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import apa.model as M
+from apa.model import AudioLMMScorer, DecodeOptions, audio_token_count, chat_text, encode_audio_fast, log_mel_features
+
+REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("IT", ("IH0", "T")), ("BEAR", ("B", "EH0", "R")))
+REF2 = (("ZERO", ("Z", "IH1", "R", "OW0")), ("ONE", ("W", "AH1", "N")))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from apa.mini import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def fast(tiny_dir):
+    return AudioLMMScorer.from_pretrained(tiny_dir, device="cpu", options=DecodeOptions(fast=True))
+
+
+@pytest.fixture(scope="module")
+def naive(fast):
+    return AudioLMMScorer(fast.model, fast.processor, name=fast.name, options=DecodeOptions(fast=False))
+
+
+def _clip(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    x = 0.3 * np.sin(2 * np.pi * np.cumsum(f0) / 16000) + 0.05 * rng.standard_normal(t.size)
+    return x.astype(np.float32)
+
+
+def _stock_audio_embeds(model, processor, audio: np.ndarray) -> torch.Tensor:
+    """Projected audio embeddings of the stock path: processor (30 s) + Qwen2AudioModel.forward
+    (padding masked in the encoder), captured at the projector and cut to the valid tokens."""
+    inputs = processor(text=[chat_text(processor, REF)], audio=[audio], sampling_rate=16000, return_tensors="pt")
+    captured = []
+    hook = model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.append(o))
+    try:
+        with torch.inference_mode():
+            model(**inputs)
+    finally:
+        hook.remove()
+    n_tok = int((inputs["input_ids"] == model.config.audio_token_id).sum())
+    return captured[0][0, :n_tok]
+
+
+@pytest.mark.parametrize("seconds", [0.05, 1.0, 2.58, 3.37, 7.91, 29.99, 31.0])
+def test_features_on_real_length_match_processor(fast, seconds):
+    audio = _clip(seconds, 1)
+    feats, n = log_mel_features(fast.processor.feature_extractor, audio)
+    ref = fast.processor.feature_extractor(audio, sampling_rate=16000, return_attention_mask=True,
+                                           padding="max_length", return_tensors="pt")
+    assert n == int(ref["attention_mask"].sum())
+    assert feats.shape[-1] == min(n + 2, 3000)
+    torch.testing.assert_close(feats, ref["input_features"][..., : feats.shape[-1]], atol=1e-5, rtol=0)
+    inputs = fast.processor(text=["<|audio_bos|><|AUDIO|><|audio_eos|>"], audio=[audio], sampling_rate=16000, return_tensors="pt")
+    assert audio_token_count(n) == int((inputs["input_ids"] == fast.model.config.audio_token_id).sum())
+
+
+@pytest.mark.parametrize("seconds", [0.3, 1.5, 2.58, 4.0, 11.3])
+def test_fast_encoder_matches_stock_masked_encoder(fast, seconds):
+    audio = _clip(seconds, 2)
+    stock = _stock_audio_embeds(fast.model, fast.processor, audio)
+    feats, n = log_mel_features(fast.processor.feature_extractor, audio)
+    with torch.inference_mode():
+        ours = encode_audio_fast(fast.model, feats, n)
+    assert ours.shape == stock.shape
+    torch.testing.assert_close(ours, stock, atol=1e-4, rtol=1e-4)
+
+
+def test_prompt_ids_match_processor(fast):
+    audio = _clip(2.2, 3)
+    plan = fast._plan(REF)
+    inputs = fast.processor(text=[chat_text(fast.processor, REF)], audio=[audio], sampling_rate=16000, return_tensors="pt")
+    _, n = log_mel_features(fast.processor.feature_extractor, audio)
+    a = plan.audio_at
+    ids = plan.prompt_ids[:a] + [plan.prompt_ids[a]] * audio_token_count(n) + plan.prompt_ids[a + 1 :]
+    assert ids == inputs["input_ids"][0].tolist()
+
+
+def _assert_same(r_fast, r_naive, atol=1e-4):
+    assert len(r_fast) == len(r_naive)
+    for x, y in zip(r_fast, r_naive):
+        assert (x.kind, x.values) == (y.kind, y.values)
+        assert x.greedy == y.greedy
+        np.testing.assert_allclose(x.probs, y.probs, atol=atol)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_decoder_equals_naive(fast, naive, seed):
+    clips = [_clip(2.0 + seed, seed), _clip(1.2, 10 + seed)]
+    refs = [REF, REF2]
+    r_fast = fast.read_slots(clips, refs)
+    stats = dict(fast.stats)
+    r_naive = naive.read_slots(clips, refs)
+    for a, b in zip(r_fast, r_naive):
+        _assert_same(a, b)
+    assert stats["passes"] >= 4 and stats["slots"] == sum(len(r) for r in r_naive)
+
+
+def test_fast_decoder_with_small_windows_and_hf_fallback(fast, naive, monkeypatch):
+    """Every window policy, and transformers' own forward (4D mask) instead of the lean one,
+    give the same readings."""
+    clip = _clip(2.7, 5)
+    ref = naive.read_slots([clip], [REF])[0]
+    passes = []
+    for cost, first in ((0, 1), (10_000, 1), (10_000, 10_000)):  # one slot a pass ... everything at once
+        monkeypatch.setattr(M, "PASS_COST_TOKENS", cost)
+        monkeypatch.setattr(M, "FAST_FIRST_WINDOW", first)
+        _assert_same(fast.read_slots([clip], [REF])[0], ref)
+        passes.append(fast.stats["passes"])
+    assert passes[0] > passes[1] >= passes[2] >= 2, passes
+    hf = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(fast=True))
+    hf._dec = M._HFDecoder(fast.model.model.language_model, fast.model.lm_head)
+    _assert_same(hf.read_slots([clip], [REF])[0], ref)
+
+
+def test_lean_decoder_matches_transformers_forward(fast):
+    """Hidden states of the lean forward (main + side tokens, a cache in between) equal
+    transformers' LlamaModel forward on the same sequences."""
+    lm = fast.model.model.language_model
+    dec = M._LeanDecoder.build(lm, fast.model.lm_head)
+    assert dec is not None
+    torch.manual_seed(0)
+    ids = torch.randint(0, 49000, (40,))
+    with torch.inference_mode():
+        full = lm(input_ids=ids[None]).last_hidden_state[0]
+        cache = dec.new_cache(64)
+        h1 = dec.forward(cache, 0, dec.embed(ids[:25]), torch.arange(25), 25, ())
+        # 15 more main tokens + a side token at position 30 that sees the first 30 tokens only
+        x = dec.embed(torch.cat((ids[25:], ids[30:31])))
+        h2 = dec.forward(cache, 25, x, torch.cat((torch.arange(25, 40), torch.tensor([30]))), 15, [30])
+        side_ref = lm(input_ids=ids[None, :31]).last_hidden_state[0, 30]
+    torch.testing.assert_close(torch.cat((h1, h2[:15])), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h2[15], side_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_lean_decoder_refuses_unmerged_lora(tiny_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=r".*language_model.*\.q_proj$"))
+    inner = peft_model.base_model.model
+    assert M._LeanDecoder.build(inner.model.language_model, inner.lm_head) is None
+
+
+def test_assess_fast_equals_naive(fast, naive):
+    clip = _clip(1.8, 9)
+    a, b = fast.assess(clip, "WE CALL IT BEAR"), naive.assess(clip, "WE CALL IT BEAR")
+    assert a.words == b.words or all(
+        abs(x.accuracy - y.accuracy) < 1e-3 and abs(x.total - y.total) < 1e-3 for x, y in zip(a.words, b.words)
+    )
+    assert abs(a.sentence.total - b.sentence.total) < 1e-3
+
+
+@pytest.mark.parametrize("samples", [100, 330, 800])
+def test_very_short_audio(fast, naive, samples):
+    """Down to no audio token at all (under 3 feature frames), as the processor counts them."""
+    clip = _clip(1.0, 4)[:samples]
+    ref2 = (("ONE", ("W", "AH1", "N")),)
+    _assert_same(fast.read_slots([clip], [ref2])[0], naive.read_slots([clip], [ref2])[0])
