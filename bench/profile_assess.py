@@ -33,6 +33,7 @@ class Timers:
     def __init__(self):
         self.t = defaultdict(float)
         self.n = defaultdict(int)
+        self.calls = defaultdict(list)
 
     def wrap(self, owner, name: str, label: str):
         fn = getattr(owner, name)
@@ -42,8 +43,10 @@ class Timers:
             try:
                 return fn(*a, **k)
             finally:
-                self.t[label] += time.perf_counter() - t0
+                d = time.perf_counter() - t0
+                self.t[label] += d
                 self.n[label] += 1
+                self.calls[label].append(d)
 
         setattr(owner, name, timed)
         return fn
@@ -51,6 +54,7 @@ class Timers:
     def reset(self):
         self.t.clear()
         self.n.clear()
+        self.calls.clear()
 
 
 def stage_times(scorer, audio, text: str, runs: int, fast: bool) -> dict[str, tuple[float, int]]:
@@ -90,6 +94,15 @@ def stage_times(scorer, audio, text: str, runs: int, fast: bool) -> dict[str, tu
             scorer.assess(audio, text)
             total = time.perf_counter() - t0
             row = {k: (v, timers.n[k]) for k, v in timers.t.items()}
+            if fast:
+                c = timers.calls["LLM passes"]
+                row["  first pass (prompt + first slot)"] = (c[0], 1)
+                row["  later passes"] = (sum(c[1:]), len(c) - 1)
+            else:
+                c = timers.calls["model forwards (all)"]
+                enc = timers.t["audio encoder (30 s, masked)"]
+                row["prefill: LLM + LM head on all rows"] = (c[0] - enc, 1)
+                row["decode steps (forced text + probes)"] = (sum(c[1:]), len(c) - 1)
             row["assess total"] = (total, 1)
             per_run.append(row)
     finally:
@@ -101,11 +114,9 @@ def stage_times(scorer, audio, text: str, runs: int, fast: bool) -> dict[str, tu
     keys = per_run[0].keys()
     out = {k: (statistics.median(r[k][0] for r in per_run), per_run[0][k][1]) for k in keys}
     if not fast:
-        enc = out["audio encoder (30 s, masked)"][0]
-        allf, nf = out.pop("model forwards (all)")
-        # the first forward carries the encoder and the prefill; steps are the rest
-        out["LLM prefill + LM head (+ decode steps)"] = (allf - enc, nf)
-    out["python and other"] = (out["assess total"][0] - sum(v for k, (v, _) in out.items() if k != "assess total"), 0)
+        out.pop("model forwards (all)")
+    out["python and other"] = (out["assess total"][0] - sum(v for k, (v, _) in out.items()
+                                                           if k != "assess total" and not k.startswith("  ")), 0)
     return out
 
 
@@ -146,7 +157,7 @@ def main() -> None:
         st = scorers[m].stats
         print(f"\n{m}: {st}")
         for k, (v, n) in res.items():
-            print(f"  {k:45s} {v * 1e3:8.1f} ms" + (f"  ({n} calls)" if n > 1 else ""))
+            print(f"  {k:45s} {v * 1e3:8.1f} ms" + (f"  ({n} calls, {v / n * 1e3:.1f} ms each)" if n > 1 else ""))
     if args.cprofile != "none":
         s = scorers.get(args.cprofile) or AudioLMMScorer(base.model, base.processor,
                                                          options=DecodeOptions(fast=args.cprofile == "fast"))
