@@ -226,9 +226,7 @@ def log_mel_features(feature_extractor: Any, audio: np.ndarray) -> tuple[torch.T
     total_frames = fe.n_samples // hop  # 3000
     n = min(-(-len(x) // hop), total_frames)
     frames = min(n + 2, total_frames)
-    length = min(fe.n_samples, hop * (frames + 1))
-    if length >= fe.n_samples:  # near 30 s: nothing to save, use the padded run itself
-        length = fe.n_samples
+    length = min(fe.n_samples, hop * (frames + 1))  # near 30 s: the padded run itself
     padded = np.zeros(length, dtype=np.float32)
     padded[: len(x)] = x
     feats = fe(padded, sampling_rate=fe.sampling_rate, padding="longest", truncation=False,
@@ -351,7 +349,9 @@ class _LeanDecoder:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
         return norm.weight * h.to(x.dtype)
 
-    def forward(self, cache: Any, past: int, x: torch.Tensor, pos: torch.Tensor, n_main: int, side_lim: Sequence[int]) -> torch.Tensor:
+    def forward(
+        self, cache: Any, past: int, x: torch.Tensor, pos: torch.Tensor, n_main: int, side_lim: Sequence[int]
+    ) -> torch.Tensor:
         """x: (T, hidden) embeddings of n_main main tokens then T - n_main side tokens, at positions
         pos (T,); the cache holds `past` tokens. Side token s attends to the first side_lim[s]
         cache+main tokens and itself. Returns the final-normed hidden states (T, hidden); the
@@ -405,7 +405,8 @@ class _LeanDecoder:
             x += torch.nn.functional.linear(o[0].transpose(0, 1).reshape(T, H * D), wo.weight, wo.bias)
             h = self._rms(n2, x)
             gate = torch.nn.functional.silu(torch.nn.functional.linear(h, wg.weight, wg.bias))
-            x += torch.nn.functional.linear(gate.mul_(torch.nn.functional.linear(h, wu.weight, wu.bias)), wd.weight, wd.bias)
+            gate.mul_(torch.nn.functional.linear(h, wu.weight, wu.bias))
+            x += torch.nn.functional.linear(gate, wd.weight, wd.bias)
         return self._rms(self.lm.norm, x)
 
 
@@ -424,7 +425,9 @@ class _HFDecoder:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.get_input_embeddings()(ids)
 
-    def forward(self, cache: Any, past: int, x: torch.Tensor, pos: torch.Tensor, n_main: int, side_lim: Sequence[int]) -> torch.Tensor:
+    def forward(
+        self, cache: Any, past: int, x: torch.Tensor, pos: torch.Tensor, n_main: int, side_lim: Sequence[int]
+    ) -> torch.Tensor:
         extra = cache.get_seq_length() - past
         if extra > 0:
             cache.crop(-extra)
@@ -464,12 +467,13 @@ class _Plan:
 class _Guesser:
     """Guessed values (indices) for the slots of a speculative pass, and how many slots to take.
 
-    Guess for slot k: what an earlier pass read there (its context may have differed at a slot or
-    two before k: the reading still mostly holds); else the value last chosen for a slot of the
-    same kind (scores run in streaks; the sentence scores but completeness count as one kind);
-    else the largest value ("10", the usual score). (Tried and dropped, on 20 corpus clips with
-    the shipped adapter: ignoring a reading made after another value of the same kind, 6.3 passes
-    a clip instead of 5.4; copying alone, 8.7; "10" alone, 8.8.)
+    Guess for slot k: for sentence scores (completeness apart: mostly 10), the previous sentence
+    score (they move together); else what an earlier pass read at k (its context may have differed
+    a slot or two before k: the reading still mostly holds); else the value most often chosen so
+    far for that kind of slot (an odd low phone score is mostly followed by 10s again); else the
+    largest value ("10", the usual score). (Tried and dropped, on 20 corpus clips with the shipped
+    adapter: ignoring a reading made after another value of the same kind, 6.3 passes a clip
+    instead of 5.4; copying the last value alone, 8.7; "10" alone, 8.8.)
 
     Window: the number of slots w that maximises (expected slots kept) / (cost of the pass), with
     cost = PASS_COST_TOKENS + tokens fed and slot i kept when the guesses of the slots before it in
@@ -482,6 +486,7 @@ class _Guesser:
         self.plan = plan
         S = len(plan.slots)
         self.ctx: dict[str, int] = {}  # kind -> value index of the last chosen value
+        self.counts: dict[str, dict[int, int]] = {}  # kind -> value index -> times chosen
         self.chosen: list[int | None] = [None] * S  # greedy values found so far
         self.read_val: list[int | None] = [None] * S  # reading of slot k in an earlier pass
         self.prior = [tuple(p) for p in prior]  # per region: (hits, guesses) before this clip
@@ -506,7 +511,8 @@ class _Guesser:
             if gi is None:
                 gi = self.read_val[k]
             if gi is None:
-                gi = ctx.get(kind, len(self.plan.slots[k].values) - 1)
+                seen = self.counts.get(kind)
+                gi = max(seen, key=seen.get) if seen else len(self.plan.slots[k].values) - 1
             out.append(gi)
             ctx[kind] = gi
         return out
@@ -518,7 +524,10 @@ class _Guesser:
     def accept(self, k: int, value: int, guessed: int | None) -> None:
         """Slot k's greedy value is `value`; `guessed`: what the pass fed there (None: nothing)."""
         self.chosen[k] = value
-        self.ctx[self._kind(k)] = value
+        kind = self._kind(k)
+        self.ctx[kind] = value
+        seen = self.counts.setdefault(kind, {})
+        seen[value] = seen.get(value, 0) + 1
         if guessed is not None:
             r = self._region(k)
             if guessed == value:
@@ -682,7 +691,9 @@ class AudioLMMScorer:
             return [self._read_one_fast(np.asarray(a, dtype=np.float32), r) for a, r in zip(audios, references)]
         return self._read_slots_naive(audios, references)
 
-    def _read_slots_naive(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[list[SlotReading]]:
+    def _read_slots_naive(
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference]
+    ) -> list[list[SlotReading]]:
         """The stock path: processor features (30 s), full model forward (30 s encoder, padding
         masked), then one LLM step per stretch of forced text and one probe step per slot."""
         from apa.audio import SAMPLE_RATE
@@ -775,8 +786,8 @@ class AudioLMMScorer:
             end_tok = [forced[k + 1][0] if forced[k + 1] else self.pieces.end_id for k in range(len(slots_))]
             cols, specs = _plan_cols(tries, end_tok)
             plan = _Plan(prompt_ids=prompt_ids, audio_at=prompt_ids.index(audio_id), slots=slots_, tries=tries,
-                         forced=forced, end_tok=end_tok, value_toks=[[self.pieces(v) for v in sl.values] for sl in slots_],
-                         cols=cols, specs=specs)
+                         forced=forced, end_tok=end_tok, cols=cols, specs=specs,
+                         value_toks=[[self.pieces(v) for v in sl.values] for sl in slots_])
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > 256:
