@@ -206,25 +206,20 @@ def user_error(exc: BaseException) -> tuple[str, str] | None:
 INTERNAL_MESSAGE = "Sorry, something went wrong while scoring. Please try again in a moment."
 
 
-def _ui_error(exc: BaseException) -> gr.Error:
+def _error(exc: BaseException, *, api: bool = False) -> gr.Error:
+    """gr.Error for a failed request: the learner-facing message, titled by its code for the API."""
     err = user_error(exc)
     if err is None:
-        log.exception("scoring failed", exc_info=exc)
-        return gr.Error(INTERNAL_MESSAGE, title="Something went wrong")
+        log.exception("%s scoring failed", "API" if api else "page", exc_info=exc)
+        return gr.Error(INTERNAL_MESSAGE, title="internal_error" if api else "Something went wrong")
     code, message = err
-    title = (
-        "Check the sentence" if code.endswith("text") or code in ("non_english", "bad_text") else "Let's try that again"
-    )
+    if api:
+        title = code
+    elif code.endswith("text") or code in ("non_english", "bad_text"):
+        title = "Check the sentence"
+    else:
+        title = "Let's try that again"
     return gr.Error(message, title=title, print_exception=False)
-
-
-def _api_error(exc: BaseException) -> gr.Error:
-    err = user_error(exc)
-    if err is None:
-        log.exception("API scoring failed", exc_info=exc)
-        return gr.Error(INTERNAL_MESSAGE, title="internal_error")
-    code, message = err
-    return gr.Error(message, title=code, print_exception=False)
 
 
 # --------------------------------------------------------------------------------- uploads (privacy)
@@ -465,7 +460,7 @@ def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B
         progress(0.35, desc="Listening and scoring…")
         a = score_audio(audio, text)
     except Exception as exc:
-        raise _ui_error(exc) from exc
+        raise _error(exc) from exc
     finally:
         release_uploads(claims)
     progress(0.9, desc="Drawing your results…")
@@ -496,7 +491,7 @@ def api_assess(audio: str | None, text: str | None) -> dict:
     try:
         return assess_file(audio, text).to_dict()
     except Exception as exc:
-        raise _api_error(exc) from exc
+        raise _error(exc, api=True) from exc
     finally:
         release_uploads(claims)
 

@@ -905,6 +905,27 @@ def _staging(out_dir: Path) -> Iterator[Path]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _write(model, processor, out_dir: Path, *, kind: str, name: str, source: str, seed: int, inputs: dict) -> None:
+    """Save a built model with its provenance into out_dir (staged, then moved into place)."""
+    model.generation_config = _generation_config(processor)
+    model.eval()
+    provenance = {
+        "kind": kind,
+        "name": name,
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        "seed": seed,
+        "dtype": SAVE_DTYPE,
+        "inputs": inputs,
+        "params": _count_params(model),
+        "audio_token_id": model.config.audio_token_id,
+        "versions": _versions(),
+    }
+    with _staging(out_dir) as tmp:
+        _save(model, processor, tmp, provenance)
+        _publish(tmp, out_dir)
+
+
 def assemble_apa_mini(
     out_dir: Path | None = None, *, source: str = "auto", seed: int = 0, overwrite: bool = False
 ) -> Path:
@@ -952,23 +973,7 @@ def assemble_apa_mini(
         model = Qwen2AudioForConditionalGeneration(config)
     model.load_state_dict(state, strict=True)
     del state
-    model.generation_config = _generation_config(processor)
-    model.eval()
-    provenance = {
-        "kind": "apa-mini",
-        "name": APA_MINI_NAME,
-        "format_version": FORMAT_VERSION,
-        "source": source_used,
-        "seed": seed,
-        "dtype": SAVE_DTYPE,
-        "inputs": inputs,
-        "params": _count_params(model),
-        "audio_token_id": config.audio_token_id,
-        "versions": _versions(),
-    }
-    with _staging(out_dir) as tmp:
-        _save(model, processor, tmp, provenance)
-        _publish(tmp, out_dir)
+    _write(model, processor, out_dir, kind="apa-mini", name=APA_MINI_NAME, source=source_used, seed=seed, inputs=inputs)
     logger.info("apa-mini assembled in %s in %.1f s", out_dir, time.perf_counter() - t0)
     return out_dir
 
@@ -1000,23 +1005,7 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     config = _make_config(audio, text, processor)
     with _seeded(seed):
         model = Qwen2AudioForConditionalGeneration(config)
-    model.generation_config = _generation_config(processor)
-    model.eval()
-    provenance = {
-        "kind": "tiny-random",
-        "name": "apa-tiny",
-        "format_version": FORMAT_VERSION,
-        "source": "random",
-        "seed": seed,
-        "dtype": SAVE_DTYPE,
-        "inputs": {"tokenizer": tok_inputs},
-        "params": _count_params(model),
-        "audio_token_id": config.audio_token_id,
-        "versions": _versions(),
-    }
-    with _staging(out_dir) as tmp:
-        _save(model, processor, tmp, provenance)
-        _publish(tmp, out_dir)
+    _write(model, processor, out_dir, kind="tiny-random", name="apa-tiny", source="random", seed=seed, inputs={"tokenizer": tok_inputs})
     return out_dir
 
 

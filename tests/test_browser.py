@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ CHROMIUM = os.environ.get("APA_CHROMIUM") or shutil.which("chromium") or "/usr/b
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set APA_CHROMIUM)", allow_module_level=True)
 
-from test_app import CLIP, CLIP_TEXT, FakeScorer
+from test_app import CLIP_TEXT, clip, server  # noqa: F401  (shared fixtures: the corpus clip, the launched app)
 
 import app
 
@@ -34,14 +33,6 @@ pytestmark = [
 ]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TIMEOUT_MS = 45_000
-
-
-@pytest.fixture(scope="module")
-def clip(so762_dir: Path) -> Path:
-    p = so762_dir / "WAVE" / CLIP[0] / f"{CLIP[1]}.opus"
-    if not p.is_file():
-        pytest.skip(f"{p} not found")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +47,6 @@ def mic_wav(clip, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("mic") / "clip48.wav"
     sf.write(path, np.concatenate([pad, y, pad, pad]), 48000, subtype="PCM_16")
     return path
-
-
-@pytest.fixture(scope="module")
-def server():
-    saved = app._scorer
-    fake = FakeScorer()
-    demo = app.build_demo(scorer=fake)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
-    try:
-        yield f"http://127.0.0.1:{port}/", fake
-    finally:
-        demo.close()
-        app._scorer = saved
 
 
 @pytest.fixture(scope="module")
