@@ -25,13 +25,15 @@ equal to float rounding, ~1e-5 on apa-mini; tests/test_fast_inference.py, bench/
 * stock (`DecodeOptions(fast=False)`): the processor pads the audio to 30 s, the full model runs
   the encoder on 3000 frames (padding masked) and the LLM prefill with the LM head on every
   position, then one forward per stretch of forced text and one per probe, batched over clips.
-* fast (the default; made for CPU serving, fine on GPU): features and encoder on the real length
-  (`log_mel_features`, `encode_audio_fast`), then *speculative* template decoding clip by clip
-  (`AudioLMMScorer._decode_fast`): a pass feeds many slots at once with guessed values, probes as
-  side tokens under a tree mask, and keeps the readings up to the first wrong guess; a lean
-  forward of the decoder (`_LeanDecoder`) with a preallocated KV cache, the fixed prompt prefix
-  cached, and the LM head only on the rows and vocabulary columns that are read. On a 2-core CPU
-  this is ~5-10x faster than the stock path (bench/cpu_latency.py).
+* fast (the default): features and encoder on the real length (`log_mel_features`,
+  `encode_audio_fast`), then *speculative* template decoding (`AudioLMMScorer._decode_fast`): a
+  pass feeds many slots at once with guessed values, probes as side tokens under a tree mask, and
+  keeps the readings up to the first wrong guess; a lean forward of the decoder (`_LeanDecoder`)
+  with a preallocated KV cache, the fixed prompt prefix cached, and the LM head only on the rows
+  and vocabulary columns that are read. On a 2-core CPU this is ~5-10x faster than the stock path
+  (bench/cpu_latency.py). On a GPU the clips of a batch go together (`_decode_fast_batch`): one
+  forward carries the next pass of every clip, each at its own offsets in its own cache row
+  (bench/gpu_bench.py).
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ class DecodeOptions:
     # through a lean decoder forward: AudioLMMScorer._read_one_fast). False: the stock path (30 s
     # encoder, one decode step per slot plus probe steps, batched), the reference the fast path matches.
     fast: bool = True
+    # Fast path with several clips: decode them together, one forward per pass of all
+    # (`_decode_fast_batch`), or clip by clip. None: together on a GPU, clip by clip on a CPU
+    # (where padding the clips to one length costs more than it saves).
+    batch_clips: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -220,18 +226,30 @@ def log_mel_features(feature_extractor: Any, audio: np.ndarray) -> tuple[torch.T
     clip to hop*(F+1) samples gives every frame < F the same window as the 30 s zero-padding does,
     and the `max - 8` floor of the log-mel is the same (frames beyond only hold zeros, log10(1e-10)).
     """
+    feats, n = log_mel_features_batch(feature_extractor, [audio])
+    return feats, n[0]
+
+
+def log_mel_features_batch(
+    feature_extractor: Any, audios: Sequence[np.ndarray], device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, list[int]]:
+    """`log_mel_features` of several clips in one STFT on `device`: (features (B, n_mels, F), [n_b]),
+    F = the largest clip's frames; clip b's features are [b, :, :min(n_b + 2, 3000)] (more zero
+    padding changes no frame of a clip, nor its maximum)."""
     fe = feature_extractor
-    x = np.asarray(audio, dtype=np.float32).reshape(-1)[: fe.n_samples]
     hop = fe.hop_length
     total_frames = fe.n_samples // hop  # 3000
-    n = min(-(-len(x) // hop), total_frames)
-    frames = min(n + 2, total_frames)
+    xs = [np.asarray(a, dtype=np.float32).reshape(-1)[: fe.n_samples] for a in audios]
+    ns = [min(-(-len(x) // hop), total_frames) for x in xs]
+    frames = min(max(ns) + 2, total_frames)
     length = min(fe.n_samples, hop * (frames + 1))  # near 30 s: the padded run itself
-    padded = np.zeros(length, dtype=np.float32)
-    padded[: len(x)] = x
-    feats = fe(padded, sampling_rate=fe.sampling_rate, padding="longest", truncation=False,
-               return_attention_mask=False, return_tensors="pt")["input_features"]
-    return feats[..., :frames], n
+    padded = np.zeros((len(xs), length), dtype=np.float32)
+    for b, x in enumerate(xs):
+        padded[b, : len(x)] = x
+    dev = torch.device(device)
+    feats = fe(list(padded), sampling_rate=fe.sampling_rate, padding="longest", truncation=False,
+               return_attention_mask=False, return_tensors="pt", device=str(dev))["input_features"]
+    return feats[..., :frames].to(dev), ns
 
 
 def audio_token_count(n_frames: int) -> int:
@@ -248,24 +266,37 @@ def encode_audio_fast(model: Any, features: torch.Tensor, n_frames: int) -> torc
     position embeddings, run the layers with no mask (nothing to mask), 2x average pool, layer norm,
     projector. Inference only; training keeps the stock path.
     """
+    x = features if features.dim() == 3 else features[None]
+    return encode_audio_batch(model, x[..., : min(n_frames + 2, x.shape[-1])], [n_frames])[0]
+
+
+def encode_audio_batch(model: Any, features: torch.Tensor, n_frames: Sequence[int]) -> list[torch.Tensor]:
+    """`encode_audio_fast` for a batch: features (B, n_mels, F) from `log_mel_features_batch`; the
+    encoder runs on the longest clip's valid length with the others' padding masked in its
+    self-attention (as the stock path masks the 30 s padding). Returns [(n_tokens_b, hidden)]."""
     tower = model.model.audio_tower
     proj = model.model.multi_modal_projector
-    n_tok = audio_token_count(n_frames)
-    if n_tok <= 0:  # under 3 frames (30 ms): the processor writes no audio token either
-        return proj.linear.weight.new_zeros((0, proj.linear.out_features))
+    n_tok = [audio_token_count(n) for n in n_frames]
+    if max(n_tok) <= 0:  # under 3 frames (30 ms): the processor writes no audio token either
+        return [proj.linear.weight.new_zeros((0, proj.linear.out_features)) for _ in n_frames]
     x = features.to(device=tower.conv1.weight.device, dtype=tower.conv1.weight.dtype)
-    if x.dim() == 2:
-        x = x[None]
     h = torch.nn.functional.gelu(tower.conv1(x))
     h = torch.nn.functional.gelu(tower.conv2(h))
-    valid = min((n_frames - 1) // 2 + 1, h.shape[-1])
-    h = h.permute(0, 2, 1)[:, :valid] + tower.embed_positions.weight[:valid]
+    valid = [min((n - 1) // 2 + 1, h.shape[-1]) for n in n_frames]
+    top = max(valid)
+    h = h.permute(0, 2, 1)[:, :top] + tower.embed_positions.weight[:top]
+    mask = None
+    if min(valid) < top:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        keep = torch.arange(top, device=h.device)[None] < torch.tensor(valid, device=h.device)[:, None]
+        mask = create_bidirectional_mask(config=tower.config, inputs_embeds=h, attention_mask=keep.long())
     for layer in tower.layers:
-        h = layer(h, None)
+        h = layer(h, mask)
         h = h[0] if isinstance(h, tuple) else h
     h = tower.avg_pooler(h.permute(0, 2, 1)).permute(0, 2, 1)
-    h = tower.layer_norm(h)
-    return proj(h[:, :n_tok])[0]
+    h = proj(tower.layer_norm(h))
+    return [h[b, : max(t, 0)] for b, t in enumerate(n_tok)]
 
 
 # ---- fast inference: lean decoder forward with tree masks -------------------------------------
@@ -322,10 +353,16 @@ class _LeanDecoder:
             return None
         return dec
 
-    def new_cache(self, max_len: int) -> Any:
+    def new_cache(self, max_len: int, batch: int | None = None) -> Any:
+        """K and V, each (layers, kv heads, max_len, head dim), or (layers, batch, kv heads, ...).
+        A batch cache starts zeroed: a row reads (masked) columns it never wrote, and a masked
+        NaN of uninitialised memory would still reach the output (0 * NaN)."""
         p = self.layers[0][1].weight
-        shape = (len(self.layers), self.n_kv, max_len, self.head_dim)
-        return torch.empty(shape, dtype=p.dtype, device=p.device), torch.empty(shape, dtype=p.dtype, device=p.device)
+        if batch is None:
+            shape = (len(self.layers), self.n_kv, max_len, self.head_dim)
+            return torch.empty(shape, dtype=p.dtype, device=p.device), torch.empty(shape, dtype=p.dtype, device=p.device)
+        shape = (len(self.layers), batch, self.n_kv, max_len, self.head_dim)
+        return torch.zeros(shape, dtype=p.dtype, device=p.device), torch.zeros(shape, dtype=p.dtype, device=p.device)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.embed_tokens(ids)
@@ -409,6 +446,56 @@ class _LeanDecoder:
             x += torch.nn.functional.linear(gate, wd.weight, wd.bias)
         return self._rms(self.lm.norm, x)
 
+    def forward_batch(
+        self, cache: Any, x: torch.Tensor, pos: torch.Tensor, lim: torch.Tensor, write: torch.Tensor, n_keys: int
+    ) -> torch.Tensor:
+        """`forward` for R sequences at once, each at its own offsets in its own cache row.
+
+        cache: K, V (layers, >= R, kv heads, max_len, head dim), rows 0..R-1 used; x: (R, T, hidden);
+        pos, lim, write: (R, T) long: RoPE position, attention limit (token (r, t) attends to cache
+        entries < lim[r, t] of row r, and to itself) and the cache column its K/V go to; every
+        entry read is < n_keys. Returns the final-normed hidden states (R, T, hidden)."""
+        K, V = cache
+        R, T, _ = x.shape
+        dev = x.device
+        H, KV, D = self.n_heads, self.n_kv, self.head_dim
+        freqs = pos.to(torch.float32)[..., None] * self.inv_freq.to(device=dev, dtype=torch.float32)
+        cos = (freqs.cos() * self.rope_scale).to(x.dtype)[:, None]  # (R, 1, T, D/2)
+        sin = (freqs.sin() * self.rope_scale).to(x.dtype)[:, None]
+        half = D // 2
+
+        def rope(t: torch.Tensor) -> torch.Tensor:  # (R, heads, T, D)
+            t1, t2 = t[..., :half], t[..., half:]
+            out = torch.empty_like(t)
+            torch.mul(t1, cos, out=out[..., :half]).sub_(t2 * sin)
+            torch.mul(t2, cos, out=out[..., half:]).add_(t1 * sin)
+            return out
+
+        cols = torch.arange(n_keys, device=dev)
+        mask = ((cols < lim[..., None]) | (cols == write[..., None]))[:, None]  # (R, 1, T, n_keys)
+        G = H // KV  # query heads per K/V head: they go into the query length (R, KV, G * T, D), so
+        if G > 1:  # that memory-efficient SDPA kernels (masks, no grouped heads) need no K/V copies
+            mask = mask.repeat(1, 1, G, 1)
+        rows = torch.arange(R, device=dev)[:, None].expand(R, T)
+        x = x.clone()
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        for i, (n1, wq, wk, wv, wo, n2, wg, wu, wd) in enumerate(self.layers):
+            h = self._rms(n1, x)
+            q = torch.nn.functional.linear(h, wq.weight, wq.bias).view(R, T, H, D).transpose(1, 2)
+            k = torch.nn.functional.linear(h, wk.weight, wk.bias).view(R, T, KV, D).transpose(1, 2)
+            v = torch.nn.functional.linear(h, wv.weight, wv.bias).view(R, T, KV, D)
+            q, k = rope(q), rope(k)
+            K[i][rows, :, write] = k.transpose(1, 2)  # (R, T, KV, D) into (row, :, column)
+            V[i][rows, :, write] = v
+            kk, vv = K[i][:R, :, :n_keys], V[i][:R, :, :n_keys]
+            o = sdpa(q.reshape(R, KV, G * T, D), kk, vv, attn_mask=mask, scale=self.scaling).view(R, H, T, D)
+            x += torch.nn.functional.linear(o.transpose(1, 2).reshape(R, T, H * D), wo.weight, wo.bias)
+            h = self._rms(n2, x)
+            gate = torch.nn.functional.silu(torch.nn.functional.linear(h, wg.weight, wg.bias))
+            gate.mul_(torch.nn.functional.linear(h, wu.weight, wu.bias))
+            x += torch.nn.functional.linear(gate, wd.weight, wd.bias)
+        return self._rms(self.lm.norm, x)
+
 
 class _HFDecoder:
     """The same interface over transformers' own language-model forward (a DynamicCache and a
@@ -462,6 +549,12 @@ class _Plan:
     @property
     def template_tokens(self) -> int:
         return sum(len(f) for f in self.forced) + sum(max(len(v) for v in vt) for vt in self.value_toks)
+
+    @property
+    def max_decode_tokens(self) -> int:
+        """Cache entries decoding may need after the prompt: the template, every probe as a side
+        token, and one more."""
+        return self.template_tokens + sum(len(t.probe_tokens) for t in self.tries) + 1
 
 
 class _Guesser:
@@ -589,6 +682,121 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+class _ClipDecode:
+    """Speculative template decoding of one clip as a state machine, so that one forward can carry
+    a pass of many clips (`AudioLMMScorer._decode_fast` explains the method).
+
+    `plan_pass()` says what the next pass feeds: token ids (main tokens, then side probe tokens),
+    their positions and attention limits, after `self.pre` (embeddings not yet in the cache, e.g.
+    the prompt with its audio); `read_pass(logits)` reads the rows `self.need` of that pass and moves
+    on. `self.past` is the number of this clip's tokens in the KV cache the next pass continues from.
+    """
+
+    def __init__(self, plan: _Plan, prompt: torch.Tensor | None, past: int, prior: Sequence[tuple[float, float]]):
+        self.plan = plan
+        self.pre = prompt  # (n, hidden) or None
+        self.past = past
+        self.guesser = _Guesser(plan, prior)
+        self.readings: list[SlotReading] = []
+        self.start = list(plan.forced[0])  # tokens before slot j's value not yet fed
+        self.j = 0
+        self.window = FAST_FIRST_WINDOW
+        self.need: list[int] = []  # rows of the last pass whose logits read_pass wants, ascending
+        self._pass: tuple = ()
+
+    @property
+    def done(self) -> bool:
+        return self.j >= len(self.plan.slots)
+
+    @property
+    def n_pre(self) -> int:
+        return 0 if self.pre is None else self.pre.shape[0]
+
+    def plan_pass(self) -> tuple[list[int], list[int], list[int], int]:
+        """(ids, positions, limits, n_main) of the next pass. Its rows are the n_pre embeddings of
+        self.pre, then the ids; positions and limits cover all rows: row r attends to the cache
+        entries < limits[r] and to itself (main rows: everything before them; side rows: the
+        sequence up to their slot). n_main counts the main rows (self.pre included)."""
+        plan, g_ = self.plan, self.guesser
+        j = self.j
+        kend = min(len(plan.slots) - 1, j + self.window - 1)
+        g = g_.guesses(j, kend)
+        n_pre, past = self.n_pre, self.past
+        main = list(self.start)
+        read_at: list[int] = []  # row of the token before each slot's value (its reading)
+        for i, k in enumerate(range(j, kend + 1)):
+            read_at.append(n_pre + len(main) - 1)
+            if k < kend:
+                main += plan.value_toks[k][g[i]]
+                main += plan.forced[k + 1]
+        n_main = n_pre + len(main)
+        side: list[int] = []  # probe tokens read off the sequence
+        side_lim: list[int] = []  # each attends to the first side_lim cache positions (+ itself)
+        probe_rows: list[dict[int, int]] = []  # per slot: probe token -> row of its reading
+        for i, k in enumerate(range(j, kend + 1)):
+            rows: dict[int, int] = {}
+            v = read_at[i] + 1  # row of the slot's first value token
+            for t in plan.tries[k].probe_tokens:
+                if k < kend and plan.value_toks[k][g[i]][0] == t:
+                    rows[t] = v  # the guessed value starts with the probe token: read it there
+                else:
+                    rows[t] = n_main + len(side)
+                    side.append(t)
+                    side_lim.append(past + v)
+            probe_rows.append(rows)
+        self.need = sorted(set(read_at) | {r for rows in probe_rows for r in rows.values()})
+        self._pass = (kend, g, read_at, probe_rows, n_main)
+        pos = list(range(past, past + n_main)) + side_lim
+        lim = list(range(past + 1, past + n_main + 1)) + side_lim
+        return main + side, pos, lim, n_main
+
+    def read_pass(self, logits: np.ndarray) -> None:
+        """logits: (len(self.need), len(plan.cols)) float64, the LM head at the rows self.need."""
+        plan, guesser = self.plan, self.guesser
+        kend, g, read_at, probe_rows, n_main = self._pass
+        j = self.j
+        row_of = {r: i for i, r in enumerate(self.need)}
+        stop, chosen = kend, 0
+        for i, k in enumerate(range(j, kend + 1)):
+            first_cols, probes, singles = plan.specs[k]
+            p_first = _softmax(logits[row_of[read_at[i]], first_cols])
+            probs = np.zeros(len(plan.slots[k].values))
+            for vi, fpos in singles:
+                probs[vi] = p_first[fpos]
+            for fpos, t, branch in probes:
+                p_next = _softmax(logits[row_of[probe_rows[i][t]], [c for _, c in branch]])
+                for (vi, _), p in zip(branch, p_next):
+                    probs[vi] = p_first[fpos] * p
+            probs /= probs.sum()
+            c = int(np.argmax(probs))
+            guesser.read(k, c)
+            if stop < k:
+                continue
+            chosen = c
+            self.readings.append(SlotReading(plan.slots[k].kind, plan.slots[k].values, probs))
+            guesser.accept(k, chosen, g[i] if k < kend else None)
+            if k < kend and chosen != g[i]:
+                stop = k  # later slots of this pass saw a wrong value
+        # keep the cache up to the stop slot's value; continue with its chosen value
+        self.past += read_at[stop - j] + 1 if stop < kend else n_main
+        self.pre = None
+        self.start = list(plan.value_toks[stop][chosen]) + plan.forced[stop + 1]
+        self.j = stop + 1
+        if self.j < len(plan.slots):
+            self.window = guesser.window(self.j, len(self.start))
+
+    def update_prior(self, prior: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+        """The running guess-hit counts over clips, with this clip's added (decayed: the last
+        ~GUESS_MEMORY guesses per region)."""
+        out = []
+        for r, (h, n) in enumerate(prior):
+            h, n = h + self.guesser.hits[r], n + self.guesser.hits[r] + self.guesser.misses[r]
+            if n > GUESS_MEMORY:
+                h, n = h * GUESS_MEMORY / n, GUESS_MEMORY
+            out.append((h, n))
+        return out
+
+
 # ---- the scorer -----------------------------------------------------------------------------
 @dataclass
 class SlotReading:
@@ -672,11 +880,26 @@ class AudioLMMScorer:
 
     def score(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[Assessment]:
         """Score clips against explicit references ((word, phones), ...), in batches."""
-        out: list[Assessment] = []
+        readings = self.read_many(audios, references)
+        return [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references, readings)]
+
+    def read_many(
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference], progress: Any = None
+    ) -> list[list[SlotReading]]:
+        """`read_slots` over any number of clips, in batches of options.batch_size made of clips
+        of similar prompt length (audio tokens + text: less padding); results in input order.
+        progress(done, total) is called after each batch."""
+        n = len(audios)
+        length = [len(self._plan(r).prompt_ids) + audio_token_count(-(-len(a) // 160)) for a, r in zip(audios, references)]
+        order = sorted(range(n), key=length.__getitem__)
+        out: list[list[SlotReading]] = [[] for _ in range(n)]
         bs = self.options.batch_size
-        for i in range(0, len(audios), bs):
-            readings = self.read_slots(audios[i : i + bs], references[i : i + bs])
-            out += [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references[i : i + bs], readings)]
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            for j, r in zip(idx, self.read_slots([audios[j] for j in idx], [references[j] for j in idx])):
+                out[j] = r
+            if progress is not None:
+                progress(min(i + bs, n), n)
         return out
 
     # -- decoding ----------------------------------------------------------------------------
@@ -688,6 +911,11 @@ class AudioLMMScorer:
         `self.stats` then counts the LLM forwards and tokens of this call."""
         self.stats = {"clips": len(audios), "forwards": 0, "llm_tokens": 0, "passes": 0, "side_tokens": 0, "slots": 0}
         if self.options.fast:
+            together = self.options.batch_clips
+            if together is None:
+                together = self.device.type != "cpu"
+            if together and len(audios) > 1 and isinstance(self._decoder(), _LeanDecoder):
+                return self._read_batch_fast(audios, references)
             return [self._read_one_fast(np.asarray(a, dtype=np.float32), r) for a, r in zip(audios, references)]
         return self._read_slots_naive(audios, references)
 
@@ -806,16 +1034,19 @@ class AudioLMMScorer:
 
     def _read_one_fast(self, audio: np.ndarray, reference: Reference) -> list[SlotReading]:
         """One clip: features and encoder on the real length, then `_decode_fast`."""
-        dev = self.device
         dec = self._decoder()
         plan = self._plan(reference)
         feats, n_frames = log_mel_features(self.processor.feature_extractor, audio)
-        audio_emb = encode_audio_fast(self.model, feats.to(dev), n_frames)
+        audio_emb = encode_audio_fast(self.model, feats.to(self.device), n_frames)
+        return self._decode_fast(dec, plan, self._prompt_embeds(dec, plan, audio_emb))
+
+    def _prompt_embeds(self, dec: _LeanDecoder | _HFDecoder, plan: _Plan, audio_emb: torch.Tensor) -> torch.Tensor:
+        """(prompt tokens, hidden): the chat prompt's embeddings with the audio's in place of <|AUDIO|>."""
         n_tok, a = audio_emb.shape[0], plan.audio_at
         ids = plan.prompt_ids[:a] + [plan.prompt_ids[a]] * n_tok + plan.prompt_ids[a + 1 :]
-        prompt = dec.embed(torch.tensor(ids, device=dev))
+        prompt = dec.embed(torch.tensor(ids, device=audio_emb.device))
         prompt[a : a + n_tok] = audio_emb.to(prompt.dtype)
-        return self._decode_fast(dec, plan, prompt)
+        return prompt
 
     def _decode_fast(self, dec: _LeanDecoder | _HFDecoder, plan: _Plan, prompt: torch.Tensor) -> list[SlotReading]:
         """Speculative template decoding: the greedy constrained decode, exactly, in few forwards.
@@ -831,103 +1062,133 @@ class AudioLMMScorer:
         The first pass carries the prompt (the fixed part before the audio comes from a cache) and
         reads only the first slot; `_Guesser` picks later windows and guesses. A model that keeps
         defeating the guesses gets small windows, so it costs about what step-by-step decoding costs.
+        The per-clip bookkeeping lives in `_ClipDecode`; `_decode_fast_batch` runs many clips at once.
         """
         dev = prompt.device
-        S = len(plan.slots)
         w_head, b_head = self._head_rows(plan.cols)
-        n_probe = sum(len(t.probe_tokens) for t in plan.tries)
-        cache = dec.new_cache(prompt.shape[0] + plan.template_tokens + n_probe + 1)
-        past, pre = 0, prompt
+        cache = dec.new_cache(prompt.shape[0] + plan.max_decode_tokens)
         a = plan.audio_at
+        clip = _ClipDecode(plan, prompt, 0, self._guess_prior)
         if isinstance(dec, _LeanDecoder) and a > 0:
             k_pre, v_pre = dec.prefix(tuple(plan.prompt_ids[:a]))
             cache[0][:, :, :a] = k_pre
             cache[1][:, :, :a] = v_pre
-            past, pre = a, prompt[a:]
-        guesser = _Guesser(plan, self._guess_prior)
-        readings: list[SlotReading] = []
-        start = list(plan.forced[0])  # tokens before slot j's value not yet fed
-        j, window = 0, FAST_FIRST_WINDOW
-        while j < S:
-            kend = min(S - 1, j + window - 1)
-            g = guesser.guesses(j, kend)
-            n_pre = 0 if pre is None else pre.shape[0]
-            main = list(start)
-            read_at: list[int] = []  # row of the token before each slot's value (its reading)
-            for i, k in enumerate(range(j, kend + 1)):
-                read_at.append(n_pre + len(main) - 1)
-                if k < kend:
-                    main += plan.value_toks[k][g[i]]
-                    main += plan.forced[k + 1]
-            n_main = n_pre + len(main)
-            side: list[int] = []  # probe tokens read off the sequence
-            side_lim: list[int] = []  # each attends to the first side_lim cache positions (+ itself)
-            probe_rows: list[dict[int, int]] = []  # per slot: probe token -> row of its reading
-            for i, k in enumerate(range(j, kend + 1)):
-                rows: dict[int, int] = {}
-                v = read_at[i] + 1  # row of the slot's first value token
-                for t in plan.tries[k].probe_tokens:
-                    if k < kend and plan.value_toks[k][g[i]][0] == t:
-                        rows[t] = v  # the guessed value starts with the probe token: read it there
-                    else:
-                        rows[t] = n_main + len(side)
-                        side.append(t)
-                        side_lim.append(past + v)
-                probe_rows.append(rows)
-            x = dec.embed(torch.tensor(main + side, device=dev))
+            clip = _ClipDecode(plan, prompt[a:], a, self._guess_prior)
+        while not clip.done:
+            n_pre = clip.n_pre
+            pre = clip.pre
+            ids, pos, lim, n_main = clip.plan_pass()
+            x = dec.embed(torch.tensor(ids, device=dev))
             if pre is not None:
                 x = torch.cat((pre, x.to(pre.dtype)))
-            pos = torch.arange(past, past + n_main, device=dev)
-            if side:
-                pos = torch.cat((pos, torch.tensor(side_lim, device=dev)))
-            hidden = dec.forward(cache, past, x, pos, n_main, side_lim)
-            need = sorted(set(read_at) | {r for rows in probe_rows for r in rows.values()})
-            row_of = {r: i for i, r in enumerate(need)}
+            hidden = dec.forward(cache, clip.past, x, torch.tensor(pos, device=dev), n_main, lim[n_main:])
             # the LM head on the rows and vocabulary columns that are read, nothing else
-            logits = torch.nn.functional.linear(hidden[need], w_head, b_head).float().cpu().numpy().astype(np.float64)
+            logits = torch.nn.functional.linear(hidden[clip.need], w_head, b_head)
+            clip.read_pass(logits.float().cpu().numpy().astype(np.float64))
             self.stats["forwards"] += 1
             self.stats["passes"] += 1
-            self.stats["llm_tokens"] += int(x.shape[0])
-            self.stats["side_tokens"] += len(side)
+            self.stats["llm_tokens"] += n_pre + len(ids)
+            self.stats["side_tokens"] += len(ids) + n_pre - n_main
+        self.stats["slots"] += len(clip.readings)
+        self._guess_prior = clip.update_prior(self._guess_prior)
+        return clip.readings
 
-            stop, chosen = kend, 0
-            for i, k in enumerate(range(j, kend + 1)):
-                first_cols, probes, singles = plan.specs[k]
-                p_first = _softmax(logits[row_of[read_at[i]], first_cols])
-                probs = np.zeros(len(plan.slots[k].values))
-                for vi, fpos in singles:
-                    probs[vi] = p_first[fpos]
-                for fpos, t, branch in probes:
-                    p_next = _softmax(logits[row_of[probe_rows[i][t]], [c for _, c in branch]])
-                    for (vi, _), p in zip(branch, p_next):
-                        probs[vi] = p_first[fpos] * p
-                probs /= probs.sum()
-                c = int(np.argmax(probs))
-                guesser.read(k, c)
-                if stop < k:
-                    continue
-                chosen = c
-                readings.append(SlotReading(plan.slots[k].kind, plan.slots[k].values, probs))
-                guesser.accept(k, chosen, g[i] if k < kend else None)
-                if k < kend and chosen != g[i]:
-                    stop = k  # later slots of this pass saw a wrong value
-            # keep the cache up to the stop slot's value; continue with its chosen value
-            past += read_at[stop - j] + 1 if stop < kend else n_main
-            pre = None
-            start = list(plan.value_toks[stop][chosen]) + plan.forced[stop + 1]
-            j = stop + 1
-            if j < S:
-                window = guesser.window(j, len(start))
-        self.stats["slots"] += len(readings)
-        # running guess-hit counts over clips (decayed: the last ~GUESS_MEMORY guesses per region)
-        prior = []
-        for r, (h, n) in enumerate(self._guess_prior):
-            h, n = h + guesser.hits[r], n + guesser.hits[r] + guesser.misses[r]
-            if n > GUESS_MEMORY:
-                h, n = h * GUESS_MEMORY / n, GUESS_MEMORY
-            prior.append((h, n))
-        self._guess_prior = prior
-        return readings
+    # -- fast path, many clips at once (GPU throughput) -----------------------------------------
+    def _read_batch_fast(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[list[SlotReading]]:
+        """Features and encoder for the batch at once (padding masked), then `_decode_fast_batch`.
+        Readings equal `_read_one_fast`'s clip by clip (to float rounding)."""
+        dec = self._decoder()
+        plans = [self._plan(r) for r in references]
+        feats, n_frames = log_mel_features_batch(self.processor.feature_extractor, audios, device=self.device)
+        embs = encode_audio_batch(self.model, feats, n_frames)
+        prompts = [self._prompt_embeds(dec, plan, e) for plan, e in zip(plans, embs)]
+        return self._decode_fast_batch(dec, plans, prompts)
+
+    def _decode_fast_batch(self, dec: _LeanDecoder, plans: Sequence[_Plan], prompts: Sequence[torch.Tensor]) -> list[list[SlotReading]]:
+        """`_decode_fast` for many clips: each forward carries the next pass of every unfinished clip,
+        right-padded to the longest (padding rows attend to entry 0 only and write their K/V to a
+        spare cache column nobody reads). A clip's cache row holds exactly what its own decode would
+        hold, at its own offsets (`_LeanDecoder.forward_batch`), so readings are the same."""
+        dev = self.device
+        B = len(plans)
+        self.stats["padded_tokens"] = self.stats["compactions"] = 0
+        # one cache row per clip, + 1 spare column for padding writes
+        max_len = max(p.shape[0] + plan.max_decode_tokens for plan, p in zip(plans, prompts)) + 1
+        cache = dec.new_cache(max_len, batch=B)
+        spare = max_len - 1
+        clips: list[_ClipDecode] = []
+        for b, (plan, prompt) in enumerate(zip(plans, prompts)):
+            a = plan.audio_at
+            if a > 0:
+                k_pre, v_pre = dec.prefix(tuple(plan.prompt_ids[:a]))
+                cache[0][:, b, :, :a] = k_pre
+                cache[1][:, b, :, :a] = v_pre
+            clips.append(_ClipDecode(plan, prompt[a:], a, self._guess_prior))
+        # vocabulary columns read by any clip; per clip, where its plan's columns are among them
+        union = sorted({c for plan in plans for c in plan.cols})
+        at = {c: i for i, c in enumerate(union)}
+        sel = [np.array([at[c] for c in plan.cols]) for plan in plans]
+        w_head, b_head = self._head_rows(union)
+        hidden_size = prompts[0].shape[-1]
+        row_of = list(range(B))  # cache row of each clip (rows are compacted as clips finish)
+        active = list(range(B))
+        while active:
+            # rows 0..R-1 of the cache take part; those of finished clips carry padding only
+            R = max(row_of[b] for b in active) + 1
+            passes = {}
+            for b in active:
+                c = clips[b]
+                pre, n_pre, past = c.pre, c.n_pre, c.past
+                passes[row_of[b]] = (b, pre, n_pre, past, *c.plan_pass())
+            T = max(n_pre + len(ids) for _, _, n_pre, _, ids, *_ in passes.values())
+            pos = np.zeros((R, T), dtype=np.int64)
+            lim = np.ones((R, T), dtype=np.int64)  # padding rows attend to entry 0 only ...
+            write = np.full((R, T), spare, dtype=np.int64)  # ... and write to the spare column
+            x = torch.zeros((R, T, hidden_size), dtype=prompts[0].dtype, device=dev)
+            flat_ids, id_r, id_t = [], [], []
+            for r, (b, pre, n_pre, past, ids, p, l, n_main) in passes.items():
+                n = len(p)
+                pos[r, :n] = p
+                lim[r, :n] = l
+                write[r, :n] = np.arange(past, past + n)
+                if pre is not None:
+                    x[r, :n_pre] = pre
+                flat_ids += ids
+                id_r += [r] * len(ids)
+                id_t += range(n_pre, n)
+                self.stats["llm_tokens"] += n
+                self.stats["side_tokens"] += n - n_main
+            if flat_ids:
+                x[torch.tensor(id_r, device=dev), torch.tensor(id_t, device=dev)] = dec.embed(torch.tensor(flat_ids, device=dev)).to(x.dtype)
+            n_keys = int(write.max(where=write != spare, initial=0)) + 1
+            hidden = dec.forward_batch(cache, x, torch.from_numpy(pos).to(dev), torch.from_numpy(lim).to(dev),
+                                       torch.from_numpy(write).to(dev), n_keys)  # (R, T, hidden)
+            need_r = [row_of[b] for b in active for _ in clips[b].need]
+            need_t = [t for b in active for t in clips[b].need]
+            h = hidden[torch.tensor(need_r, device=dev), torch.tensor(need_t, device=dev)]
+            logits = torch.nn.functional.linear(h, w_head, b_head).float().cpu().numpy().astype(np.float64)
+            i = 0
+            for b in active:
+                n = len(clips[b].need)
+                clips[b].read_pass(logits[i : i + n][:, sel[b]])
+                i += n
+            self.stats["forwards"] += 1
+            self.stats["passes"] += len(active)
+            self.stats["padded_tokens"] += R * T
+            active = [b for b in active if not clips[b].done]
+            if active and len(active) <= R * 3 // 4:
+                # compact: the unfinished clips' cache rows move to the front, one layer at a time
+                keep = torch.tensor([row_of[b] for b in active], device=dev)
+                for K in cache:
+                    for layer in range(K.shape[0]):
+                        K[layer, : len(active)] = K[layer, keep]
+                for i, b in enumerate(active):
+                    row_of[b] = i
+                self.stats["compactions"] += 1
+        for c in clips:
+            self.stats["slots"] += len(c.readings)
+            self._guess_prior = c.update_prior(self._guess_prior)
+        return [c.readings for c in clips]
 
     def _forced_until_slot(self, template: Template, start: int) -> tuple[list[int], int]:
         """Token ids of forced text from `start` up to the next slot, and that slot's index."""

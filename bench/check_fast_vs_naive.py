@@ -1,6 +1,6 @@
 """Do the fast and the naive (stock) paths give the same scores? Corpus clips through both, with apa-mini.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/check_fast_vs_naive.py [--n 12] [--seed 0] [--out bench/results/fast_vs_naive.md]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.check_fast_vs_naive [--n 12] [--seed 0] [--out bench/results/fast_vs_naive.md]
 
 Per clip: slots, greedy values identical?, max |expected-value difference| over all slots, max |probability
 difference|, and the fast path's passes and LLM tokens. Exits with status 1 if any greedy value differs or an
@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CORPUS = REPO.parent / "shared" / "speechocean762"
 
 

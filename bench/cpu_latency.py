@@ -1,6 +1,6 @@
 """End-to-end CPU latency of `assess` (audio file -> Assessment, model already loaded), fast vs naive.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/cpu_latency.py [--runs 5] [--lengths 2 5 10 20]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.cpu_latency [--runs 5] [--lengths 2 5 10 20]
                                                           [--modes fast naive] [--out bench/results/cpu_latency.md]
 
 Clips are built from the Speechocean762 test split (../shared/speechocean762, or APA_SO762_DIR), see
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CORPUS = Path(os.environ.get("APA_SO762_DIR", REPO.parent / "shared" / "speechocean762"))
 MAX_WORDS = 40
 
@@ -222,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         for mode in args.modes:
             print(f"[{mode}] running ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
-                [sys.executable, __file__, "--worker", mode, "--clips", str(spec), "--runs", str(args.runs)],
+                [sys.executable, "-m", "bench.cpu_latency", "--worker", mode, "--clips", str(spec), "--runs", str(args.runs)],
                 capture_output=True, text=True, cwd=REPO,
             )
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)

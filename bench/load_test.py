@@ -1,10 +1,10 @@
 """Load test of the app's `/assess` API: N concurrent gradio_client clients for D seconds (loopback only).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/load_test.py [--clients 50] [--duration 120]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.load_test [--clients 50] [--duration 120]
         [--fake [--fake-delay 0.05]] [--max-requests 5000] [--drain 150] [--rss-bound-mb 300]
         [--out bench/results/load.md] [--json FILE]
 
-It starts the app itself (`python bench/load_test.py --serve ...`, a subprocess on a free
+It starts the app itself (`python -m bench.load_test --serve ...`, a subprocess on a free
 127.0.0.1 port): with the real scorer loaded through app.py's loader (`app.get_scorer()`: apa-mini
 and its shipped adapter, or APA_MODEL / APA_ADAPTER), or with `--fake` a fake scorer that sleeps
 `--fake-delay` seconds and returns fixed scores. The audio still goes through apa.audio (decode,
@@ -50,7 +50,6 @@ from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CORPUS = Path(os.environ.get("APA_SO762_DIR", REPO.parent / "shared" / "speechocean762"))
 CLIP = CORPUS / "WAVE" / "SPEAKER0001" / "000010011.opus"
 CLIP_TEXT = "WE CALL IT BEAR"
@@ -257,7 +256,7 @@ def run(args: argparse.Namespace) -> dict:
     url = f"http://127.0.0.1:{port}/"
     work = Path(tempfile.mkdtemp(prefix="apa-load-"))
     log_path = Path(args.server_log) if args.server_log else work / "server.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "bench.load_test", "--serve", "--port", str(port)]
     if args.fake:
         cmd += ["--fake", "--fake-delay", str(args.fake_delay)]
     env = dict(os.environ)
@@ -419,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- date: {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}",
             f"- machine: {machine()}; server started in {r['startup_s']} s",
             "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
-            "- command: `python bench/load_test.py " + " ".join(argv if argv is not None else sys.argv[1:]) + "`",
+            "- command: `python -m bench.load_test " + " ".join(argv if argv is not None else sys.argv[1:]) + "`",
             "",
         ]
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

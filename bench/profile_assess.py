@@ -1,7 +1,7 @@
 """Where does the time of one `assess` go? Stage timings (median of --runs) for the naive and the fast path on
 one corpus clip, plus a cProfile listing of one call.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/profile_assess.py [--utt 003060306] [--runs 3] [--modes naive fast]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.profile_assess [--utt 003060306] [--runs 3] [--modes naive fast]
                                                                [--cprofile fast] [--top 25]
 
 Stages are timed by wrapping the functions that do them (the wrappers cost microseconds):
@@ -18,14 +18,12 @@ import cProfile
 import io
 import pstats
 import statistics
-import sys
 import time
 import types
 from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 CORPUS = REPO.parent / "shared" / "speechocean762"
 
 

@@ -171,3 +171,45 @@ def test_very_short_audio(fast, naive, samples):
     clip = _clip(1.0, 4)[:samples]
     ref2 = (("ONE", ("W", "AH1", "N")),)
     _assert_same(fast.read_slots([clip], [ref2])[0], naive.read_slots([clip], [ref2])[0])
+
+
+# ---- several clips at once (the GPU path, run here on the CPU) --------------------------------
+def test_batch_encoder_matches_clip_by_clip(fast):
+    from apa.model import encode_audio_batch, log_mel_features_batch
+
+    clips = [_clip(s, i) for i, s in enumerate((2.0, 0.01, 5.3, 1.1))]
+    feats, ns = log_mel_features_batch(fast.processor.feature_extractor, clips)
+    with torch.inference_mode():
+        batch = encode_audio_batch(fast.model, feats, ns)
+        for clip, emb in zip(clips, batch):
+            f1, n1 = log_mel_features(fast.processor.feature_extractor, clip)
+            one = encode_audio_fast(fast.model, f1, n1)
+            assert emb.shape == one.shape == (audio_token_count(n1), fast.model.config.text_config.hidden_size)
+            torch.testing.assert_close(emb, one, atol=1e-5, rtol=1e-5)
+
+
+def test_clips_decoded_together_equal_clip_by_clip(fast):
+    """One forward per pass of all clips (own offsets, own cache rows, padding, compaction as
+    clips finish) reads what each clip's own decode reads."""
+    clips = [_clip(s, 20 + i) for i, s in enumerate((2.0, 1.2, 3.3, 0.01, 5.0, 2.2))]
+    refs = [REF, REF[:1], REF2, REF[:1], REF, REF[:1]]
+    together = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(batch_clips=True, batch_size=6))
+    r_batch = together.read_slots(clips, refs)
+    stats = dict(together.stats)
+    r_one = [fast.read_slots([c], [r])[0] for c, r in zip(clips, refs)]
+    for a, b in zip(r_batch, r_one):
+        _assert_same(a, b)
+    assert stats["forwards"] < stats["passes"], stats  # passes of several clips shared forwards
+    assert stats["compactions"] >= 1, stats  # the one-word clips finished first
+    assert stats["slots"] == sum(len(r) for r in r_one)
+
+
+def test_read_many_sorts_batches_and_keeps_order(fast):
+    clips = [_clip(s, 30 + i) for i, s in enumerate((4.0, 1.0, 3.0, 0.5, 2.0))]
+    refs = [REF, REF2, REF[:2], REF2, REF]
+    scorer = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(batch_clips=True, batch_size=2))
+    calls = []
+    many = scorer.read_many(clips, refs, progress=lambda done, n: calls.append((done, n)))
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    for a, c, r in zip(many, clips, refs):
+        _assert_same(a, fast.read_slots([c], [r])[0])

@@ -1,7 +1,7 @@
 """Reliability and security of the app and its API: hostile and random inputs, upload and zip
 caps, CSV injection, files served, privacy of recordings (deleted after each request, never
 logged), fault isolation (a failed request or an exception inside decoding leaves the next
-results unchanged) and a short load test (bench/load_test.py --fake).
+results unchanged) and a short load test (python -m bench.load_test --fake).
 
 What tests/test_audio.py already fuzzes (random bytes behind magic prefixes, truncated and
 byte-edited files of every format) is not repeated here; this file adds header fields set to
@@ -963,12 +963,12 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def test_load_test_short_form(tmp_path):
-    """bench/load_test.py --fake, 8 clients for 10 s: only queue-full answers may fail, the
+    """python -m bench.load_test --fake, 8 clients for 10 s: only queue-full answers may fail, the
     server's RSS grows < 150 MB, and no recording is left in its upload folder."""
     out = tmp_path / "load.json"
     uploads = tmp_path / "uploads"
     cmd = [
-        sys.executable, str(REPO / "bench" / "load_test.py"), "--fake", "--clients", "8", "--duration", "10",
+        sys.executable, "-m", "bench.load_test", "--fake", "--clients", "8", "--duration", "10",
         "--drain", "20", "--rss-bound-mb", "150", "--json", str(out), "--gradio-temp-dir", str(uploads),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
