@@ -38,6 +38,7 @@ equal to float rounding, ~1e-5 on apa-mini; tests/test_fast_inference.py, bench/
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -167,15 +168,16 @@ class _Trie:
     first: list[int]  # distinct first tokens
     # first token -> list of (value index, second token or None)
     branches: dict[int, list[tuple[int, int | None]]] = field(default_factory=dict)
+    value_toks: list[tuple[int, ...]] = field(default_factory=list)  # the tokens of each value
 
-    @property
+    @functools.cached_property
     def probe_tokens(self) -> list[int]:
         """First tokens that both end a value and continue into another (need a probe)."""
         return [t for t, b in self.branches.items() if len(b) > 1]
 
 
 def _build_trie(values: tuple[str, ...], pieces: PieceTokenizer) -> _Trie:
-    trie = _Trie(values, [])
+    trie = _Trie(values, [], value_toks=[pieces(v) for v in values])
     for i, v in enumerate(values):
         toks = pieces(v)
         if not 1 <= len(toks) <= 2:
@@ -550,7 +552,7 @@ class _Plan:
     def template_tokens(self) -> int:
         return sum(len(f) for f in self.forced) + sum(max(len(v) for v in vt) for vt in self.value_toks)
 
-    @property
+    @functools.cached_property
     def max_decode_tokens(self) -> int:
         """Cache entries decoding may need after the prompt: the template, every probe as a side
         token, and one more."""
@@ -664,8 +666,16 @@ def _plan_cols(plan_tries: Sequence[_Trie], end_toks: Sequence[int]) -> tuple[li
         return vocab.setdefault(t, len(vocab))
 
     specs = []
+    seen: dict[tuple[int, int], tuple] = {}  # (trie, end token) -> spec: slots repeat a few of them
+    firsts: dict[int, list[int]] = {}  # trie -> its first-token columns
     for trie, end in zip(plan_tries, end_toks):
-        first_cols = [col(t) for t in trie.first]
+        spec = seen.get((id(trie), end))
+        if spec is not None:
+            specs.append(spec)
+            continue
+        first_cols = firsts.get(id(trie))
+        if first_cols is None:
+            first_cols = firsts[id(trie)] = [col(t) for t in trie.first]
         singles, probes = [], []
         for pos, t in enumerate(trie.first):
             branch = trie.branches[t]
@@ -673,13 +683,15 @@ def _plan_cols(plan_tries: Sequence[_Trie], end_toks: Sequence[int]) -> tuple[li
                 singles.append((branch[0][0], pos))
             else:
                 probes.append((pos, t, [(i, col(end if s is None else s)) for i, s in branch]))
-        specs.append((first_cols, probes, singles))
+        seen[(id(trie), end)] = (first_cols, probes, singles)
+        specs.append(seen[(id(trie), end)])
     return list(vocab), specs
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
+def _softmax_rows(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of (rows, n)."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 class _ClipDecode:
@@ -756,18 +768,30 @@ class _ClipDecode:
         kend, g, read_at, probe_rows, n_main = self._pass
         j = self.j
         row_of = {r: i for i, r in enumerate(self.need)}
+        # P(value) of every slot of the pass, slots with the same values (trie) at once
+        n = kend - j + 1
+        slot_probs: list[np.ndarray] = [None] * n  # type: ignore[list-item]
+        groups: dict[int, list[int]] = {}
+        for i in range(n):
+            groups.setdefault(id(plan.tries[j + i]), []).append(i)
+        for idx in groups.values():
+            first_cols, probes, singles = plan.specs[j + idx[0]]  # the same first tokens in a group
+            p_first = _softmax_rows(logits[np.ix_([row_of[read_at[i]] for i in idx], first_cols)])
+            probs = np.zeros((len(idx), len(plan.slots[j + idx[0]].values)))
+            for vi, fpos in singles:
+                probs[:, vi] = p_first[:, fpos]
+            for q, (fpos, t, branch) in enumerate(probes):
+                rows = np.array([row_of[probe_rows[i][t]] for i in idx])[:, None]
+                cols = np.array([[c for _, c in plan.specs[j + i][1][q][2]] for i in idx])  # the end token varies
+                p_next = _softmax_rows(logits[rows, cols])
+                for b, (vi, _) in enumerate(branch):
+                    probs[:, vi] = p_first[:, fpos] * p_next[:, b]
+            probs /= probs.sum(axis=1, keepdims=True)
+            for a, i in enumerate(idx):
+                slot_probs[i] = probs[a]
         stop, chosen = kend, 0
         for i, k in enumerate(range(j, kend + 1)):
-            first_cols, probes, singles = plan.specs[k]
-            p_first = _softmax(logits[row_of[read_at[i]], first_cols])
-            probs = np.zeros(len(plan.slots[k].values))
-            for vi, fpos in singles:
-                probs[vi] = p_first[fpos]
-            for fpos, t, branch in probes:
-                p_next = _softmax(logits[row_of[probe_rows[i][t]], [c for _, c in branch]])
-                for (vi, _), p in zip(branch, p_next):
-                    probs[vi] = p_first[fpos] * p
-            probs /= probs.sum()
+            probs = slot_probs[i]
             c = int(np.argmax(probs))
             guesser.read(k, c)
             if stop < k:
@@ -890,13 +914,15 @@ class AudioLMMScorer:
         of similar prompt length (audio tokens + text: less padding); results in input order.
         progress(done, total) is called after each batch."""
         n = len(audios)
-        length = [len(self._plan(r).prompt_ids) + audio_token_count(-(-len(a) // 160)) for a, r in zip(audios, references)]
+        plans = self._plans_for(references)  # each computed once (most sentences differ)
+        length = [len(p.prompt_ids) + audio_token_count(-(-len(a) // 160)) for a, p in zip(audios, plans)]
         order = sorted(range(n), key=length.__getitem__)
         out: list[list[SlotReading]] = [[] for _ in range(n)]
         bs = self.options.batch_size
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            for j, r in zip(idx, self.read_slots([audios[j] for j in idx], [references[j] for j in idx])):
+            batch = self.read_slots([audios[j] for j in idx], [references[j] for j in idx], plans=[plans[j] for j in idx])
+            for j, r in zip(idx, batch):
                 out[j] = r
             if progress is not None:
                 progress(min(i + bs, n), n)
@@ -904,7 +930,9 @@ class AudioLMMScorer:
 
     # -- decoding ----------------------------------------------------------------------------
     @torch.inference_mode()
-    def read_slots(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[list[SlotReading]]:
+    def read_slots(
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference], plans: Sequence[_Plan] | None = None
+    ) -> list[list[SlotReading]]:
         """Constrained decode of one batch; per clip, the distribution at every slot.
 
         options.fast (default): `_read_one_fast` clip by clip; else the stock batched decoder.
@@ -914,9 +942,10 @@ class AudioLMMScorer:
             together = self.options.batch_clips
             if together is None:
                 together = self.device.type != "cpu"
+            plans = plans or [self._plan(r) for r in references]
             if together and len(audios) > 1 and isinstance(self._decoder(), _LeanDecoder):
-                return self._read_batch_fast(audios, references)
-            return [self._read_one_fast(np.asarray(a, dtype=np.float32), r) for a, r in zip(audios, references)]
+                return self._read_batch_fast(audios, plans)
+            return [self._read_one_fast(np.asarray(a, dtype=np.float32), p) for a, p in zip(audios, plans)]
         return self._read_slots_naive(audios, references)
 
     def _read_slots_naive(
@@ -991,7 +1020,9 @@ class AudioLMMScorer:
             self._dec = _LeanDecoder.build(lm, head) or _HFDecoder(lm, head)
         return self._dec
 
-    def _plan(self, reference: Reference) -> _Plan:
+    def _plan(self, reference: Reference, prompt_ids: list[int] | None = None) -> _Plan:
+        """The audio-independent part of decoding `reference` (cached, small LRU); prompt_ids: its
+        tokenised chat prompt when the caller already has it (`_plans_for` tokenises many at once)."""
         key = tuple((w, tuple(p)) for w, p in reference)
         with self._lock:
             plan = self._plans.pop(key, None)
@@ -999,7 +1030,8 @@ class AudioLMMScorer:
             template = build_template(reference)
             audio_tok = getattr(self.processor, "audio_token", "<|AUDIO|>")
             audio_id = self.model.config.audio_token_id
-            prompt_ids = list(self.tokenizer(chat_text(self.processor, reference))["input_ids"])
+            if prompt_ids is None:
+                prompt_ids = list(self.tokenizer(chat_text(self.processor, reference))["input_ids"])
             if prompt_ids.count(audio_id) != 1:
                 raise ValueError(f"the chat prompt must hold exactly one {audio_tok} placeholder")
             forced: list[list[int]] = [[]]
@@ -1015,27 +1047,34 @@ class AudioLMMScorer:
             cols, specs = _plan_cols(tries, end_tok)
             plan = _Plan(prompt_ids=prompt_ids, audio_at=prompt_ids.index(audio_id), slots=slots_, tries=tries,
                          forced=forced, end_tok=end_tok, cols=cols, specs=specs,
-                         value_toks=[[self.pieces(v) for v in sl.values] for sl in slots_])
+                         value_toks=[self._trie(sl.values).value_toks for sl in slots_])
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > 256:
                 self._plans.pop(next(iter(self._plans)))
         return plan
 
+    def _plans_for(self, references: Sequence[Reference]) -> list[_Plan]:
+        """`_plan` of each reference; the chat prompts are tokenised in one call (in parallel)."""
+        texts = [chat_text(self.processor, r) for r in references]
+        ids = self.tokenizer(texts)["input_ids"] if texts else []
+        return [self._plan(r, list(i)) for r, i in zip(references, ids)]
+
     def _head_rows(self, cols: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """lm_head weight (and bias) rows of the vocabulary ids `cols` (cached for the last set)."""
+        """lm_head weight (and bias) rows of the vocabulary ids `cols`, in float32 (cached for the
+        last set). The readings take the head in float32 from the final hidden state, whatever the
+        model's dtype: a few rows and columns, and bf16 logits would add rounding to every reading."""
         head = self.model.lm_head
         key = (id(head.weight), tuple(cols))
         if self._head_cache is None or self._head_cache[0] != key:
             idx = torch.tensor(cols, device=head.weight.device)
-            bias = head.bias[idx] if getattr(head, "bias", None) is not None else None
-            self._head_cache = (key, head.weight[idx], bias)
+            bias = head.bias[idx].float() if getattr(head, "bias", None) is not None else None
+            self._head_cache = (key, head.weight[idx].float(), bias)
         return self._head_cache[1], self._head_cache[2]
 
-    def _read_one_fast(self, audio: np.ndarray, reference: Reference) -> list[SlotReading]:
+    def _read_one_fast(self, audio: np.ndarray, plan: _Plan) -> list[SlotReading]:
         """One clip: features and encoder on the real length, then `_decode_fast`."""
         dec = self._decoder()
-        plan = self._plan(reference)
         feats, n_frames = log_mel_features(self.processor.feature_extractor, audio)
         audio_emb = encode_audio_fast(self.model, feats.to(self.device), n_frames)
         return self._decode_fast(dec, plan, self._prompt_embeds(dec, plan, audio_emb))
@@ -1083,7 +1122,7 @@ class AudioLMMScorer:
                 x = torch.cat((pre, x.to(pre.dtype)))
             hidden = dec.forward(cache, clip.past, x, torch.tensor(pos, device=dev), n_main, lim[n_main:])
             # the LM head on the rows and vocabulary columns that are read, nothing else
-            logits = torch.nn.functional.linear(hidden[clip.need], w_head, b_head)
+            logits = torch.nn.functional.linear(hidden[clip.need].float(), w_head, b_head)
             clip.read_pass(logits.float().cpu().numpy().astype(np.float64))
             self.stats["forwards"] += 1
             self.stats["passes"] += 1
@@ -1094,11 +1133,10 @@ class AudioLMMScorer:
         return clip.readings
 
     # -- fast path, many clips at once (GPU throughput) -----------------------------------------
-    def _read_batch_fast(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[list[SlotReading]]:
+    def _read_batch_fast(self, audios: Sequence[np.ndarray], plans: Sequence[_Plan]) -> list[list[SlotReading]]:
         """Features and encoder for the batch at once (padding masked), then `_decode_fast_batch`.
         Readings equal `_read_one_fast`'s clip by clip (to float rounding)."""
         dec = self._decoder()
-        plans = [self._plan(r) for r in references]
         feats, n_frames = log_mel_features_batch(self.processor.feature_extractor, audios, device=self.device)
         embs = encode_audio_batch(self.model, feats, n_frames)
         prompts = [self._prompt_embeds(dec, plan, e) for plan, e in zip(plans, embs)]
@@ -1145,7 +1183,7 @@ class AudioLMMScorer:
             lim = np.ones((R, T), dtype=np.int64)  # padding rows attend to entry 0 only ...
             write = np.full((R, T), spare, dtype=np.int64)  # ... and write to the spare column
             x = torch.zeros((R, T, hidden_size), dtype=prompts[0].dtype, device=dev)
-            flat_ids, id_r, id_t = [], [], []
+            flat_ids, id_r, id_t = [], [], []  # the fed ids, and the (row, pass position) of each
             for r, (b, pre, n_pre, past, ids, p, l, n_main) in passes.items():
                 n = len(p)
                 pos[r, :n] = p
@@ -1153,20 +1191,22 @@ class AudioLMMScorer:
                 write[r, :n] = np.arange(past, past + n)
                 if pre is not None:
                     x[r, :n_pre] = pre
-                flat_ids += ids
-                id_r += [r] * len(ids)
-                id_t += range(n_pre, n)
+                flat_ids.append(np.asarray(ids, dtype=np.int64))
+                id_r.append(np.full(len(ids), r))
+                id_t.append(np.arange(n_pre, n))
                 self.stats["llm_tokens"] += n
                 self.stats["side_tokens"] += n - n_main
-            if flat_ids:
-                x[torch.tensor(id_r, device=dev), torch.tensor(id_t, device=dev)] = dec.embed(torch.tensor(flat_ids, device=dev)).to(x.dtype)
+            ids_all = torch.from_numpy(np.concatenate(flat_ids)).to(dev)
+            if ids_all.numel():
+                at_r, at_t = (torch.from_numpy(np.concatenate(v)).to(dev) for v in (id_r, id_t))
+                x[at_r, at_t] = dec.embed(ids_all).to(x.dtype)
             n_keys = int(write.max(where=write != spare, initial=0)) + 1
             hidden = dec.forward_batch(cache, x, torch.from_numpy(pos).to(dev), torch.from_numpy(lim).to(dev),
                                        torch.from_numpy(write).to(dev), n_keys)  # (R, T, hidden)
-            need_r = [row_of[b] for b in active for _ in clips[b].need]
-            need_t = [t for b in active for t in clips[b].need]
-            h = hidden[torch.tensor(need_r, device=dev), torch.tensor(need_t, device=dev)]
-            logits = torch.nn.functional.linear(h, w_head, b_head).float().cpu().numpy().astype(np.float64)
+            need_r = np.concatenate([np.full(len(clips[b].need), row_of[b]) for b in active])
+            need_t = np.concatenate([np.asarray(clips[b].need) for b in active])
+            h = hidden[torch.from_numpy(need_r).to(dev), torch.from_numpy(need_t).to(dev)]
+            logits = torch.nn.functional.linear(h.float(), w_head, b_head).cpu().numpy().astype(np.float64)
             i = 0
             for b in active:
                 n = len(clips[b].need)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", default=None, help="Speechocean762 root (default ../shared/speechocean762)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
-    ap.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: 128 on a GPU, 8 on a CPU)")
+    ap.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: 256 on a GPU, 8 on a CPU)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--decoder", default="fast", choices=["fast", "stock"],
                     help="fast: real-length encoder + speculative decoding (clips together on a GPU); stock: the reference path")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model = args.model or str(assemble_apa_mini())
     adapter = None if args.adapter in (None, "none") else args.adapter
-    batch_size = args.batch_size or (128 if pick_device(args.device).type == "cuda" else 8)
+    batch_size = args.batch_size or (256 if pick_device(args.device).type == "cuda" else 8)
     options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast")
     scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, options=options)
     root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
