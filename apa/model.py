@@ -490,7 +490,7 @@ class _LeanDecoder:
             K[i][rows, :, write] = k.transpose(1, 2)  # (R, T, KV, D) into (row, :, column)
             V[i][rows, :, write] = v
             kk, vv = K[i][:R, :, :n_keys], V[i][:R, :, :n_keys]
-            o = sdpa(q.reshape(R, KV, G * T, D), kk, vv, attn_mask=mask, scale=self.scaling).view(R, H, T, D)
+            o = sdpa(q.reshape(R, KV, G * T, D), kk, vv, attn_mask=mask, scale=self.scaling).reshape(R, H, T, D)
             x += torch.nn.functional.linear(o.transpose(1, 2).reshape(R, T, H * D), wo.weight, wo.bias)
             h = self._rms(n2, x)
             gate = torch.nn.functional.silu(torch.nn.functional.linear(h, wg.weight, wg.bias))

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     ap.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: 256 on a GPU, 8 on a CPU)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on a GPU, float32 on a CPU)")
     ap.add_argument("--decoder", default="fast", choices=["fast", "stock"],
                     help="fast: real-length encoder + speculative decoding (clips together on a GPU); stock: the reference path")
     ap.add_argument("--workers", type=int, default=8, help="threads decoding the audio files")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     adapter = None if args.adapter in (None, "none") else args.adapter
     batch_size = args.batch_size or (256 if pick_device(args.device).type == "cuda" else 8)
     options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast")
-    scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, options=options)
+    scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, dtype=args.dtype, options=options)
     root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
     records = load_split(root, args.split)[: args.limit]
     out = Path(args.out)
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. metrics for both readings, markdown + JSON, plots
     labels = [r.labels for r in records]
     device = str(scorer.device) + (f" ({torch.cuda.get_device_name()})" if scorer.device.type == "cuda" else "")
+    device += f", {str(scorer.model.dtype).removeprefix('torch.')}"
     result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decoder": args.decoder,
               "batch_size": batch_size, "device": device, "load_seconds": round(load_seconds, 1),
               "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS)}
