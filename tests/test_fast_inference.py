@@ -4,6 +4,9 @@ template decoding with side probe tokens."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -19,7 +22,9 @@ REF2 = (("ZERO", ("Z", "IH1", "R", "OW0")), ("ONE", ("W", "AH1", "N")))
 def tiny_dir(tmp_path_factory):
     from apa.mini import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+    # APA_TINY_DIR: a prebuilt copy (e.g. carried to a GPU machine without the tokenizer package)
+    where = os.environ.get("APA_TINY_DIR")
+    return build_tiny_model(Path(where) if where else tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +218,23 @@ def test_read_many_sorts_batches_and_keeps_order(fast):
     assert calls == [(2, 5), (4, 5), (5, 5)]
     for a, c, r in zip(many, clips, refs):
         _assert_same(a, fast.read_slots([c], [r])[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_clips_together_on_gpu(fast, tiny_dir, dtype):
+    """On CUDA (the default there: clips decoded together): float32 reads what the CPU reads clip by
+    clip; bfloat16 (random weights: near-ties everywhere, so values may flip) gives valid readings."""
+    clips = [_clip(s, 40 + i) for i, s in enumerate((2.0, 1.2, 3.3, 0.01, 5.0, 2.2))]
+    refs = [REF, REF[:1], REF2, REF[:1], REF, REF2]
+    gpu = AudioLMMScorer.from_pretrained(tiny_dir, device="cuda", dtype=dtype, options=DecodeOptions(batch_size=6))
+    r_gpu = gpu.read_slots(clips, refs)
+    assert gpu.stats["forwards"] < gpu.stats["passes"], gpu.stats
+    r_cpu = [fast.read_slots([c], [r])[0] for c, r in zip(clips, refs)]
+    for a, b in zip(r_gpu, r_cpu):
+        if dtype == "float32":
+            _assert_same(a, b, atol=1e-4)
+        else:
+            assert [x.kind for x in a] == [y.kind for y in b]
+            assert all(np.isfinite(x.probs).all() and abs(x.probs.sum() - 1) < 1e-6 for x in a)
