@@ -164,19 +164,14 @@ def vad_loaded():
 # ------------------------------------------------------------------------------ audio: declared sizes
 
 
-def _flac(sr: int, ch: int, seconds: int) -> bytes:
+def _silence(fmt: str, sr: int, ch: int, seconds: int) -> bytes:
+    """`seconds` of silence at sr Hz, ch channels, as FLAC (16-bit) or Ogg Vorbis, written second
+    by second (the header then declares exactly that)."""
+    subtype, dtype = {"FLAC": ("PCM_16", np.int16), "OGG": ("VORBIS", np.float32)}[fmt]
     buf = io.BytesIO()
-    with sf.SoundFile(buf, "w", sr, ch, format="FLAC", subtype="PCM_16") as f:
+    with sf.SoundFile(buf, "w", sr, ch, format=fmt, subtype=subtype) as f:
         for _ in range(seconds):
-            f.write(np.zeros((sr, ch), np.int16))
-    return buf.getvalue()
-
-
-def _vorbis(sr: int, ch: int, seconds: int) -> bytes:
-    buf = io.BytesIO()
-    with sf.SoundFile(buf, "w", sr, ch, format="OGG", subtype="VORBIS") as f:
-        for _ in range(seconds):
-            f.write(np.zeros((sr, ch), np.float32))
+            f.write(np.zeros((sr, ch), dtype))
     return buf.getvalue()
 
 
@@ -198,12 +193,12 @@ def huge_cases() -> dict[str, tuple[bytes, set[str], int]]:
         # compressed silence: a few kB that decode to a lot at a high rate and channel count
         # (before the header check, 40 s of them decoded 1.3 GB (FLAC) and 3 GB (Vorbis); these
         # shorter ones 84 MB and 98 MB, far past HEADER_REJECT_BYTES)
-        "flac 655 kHz 8 ch": (_flac(655350, 8, 2), {"unsupported"}),
-        "vorbis 192 kHz 64 ch": (_vorbis(192000, 64, 1), {"unsupported"}),
+        "flac 655 kHz 8 ch": (_silence("FLAC", 655350, 8, 2), {"unsupported"}),
+        "vorbis 192 kHz 64 ch": (_silence("OGG", 192000, 64, 1), {"unsupported"}),
     }
     cases = {k: (v[0], v[1], HEADER_REJECT_BYTES) for k, v in cases.items()}
     # the most a legitimate learner file can make us decode: 30 s at 192 kHz stereo, then stop
-    cases["vorbis 192 kHz stereo 40 s"] = (_vorbis(192000, 2, 40), {"too_long"}, SAMPLE_BUDGET_BYTES * 4)
+    cases["vorbis 192 kHz stereo 40 s"] = (_silence("OGG", 192000, 2, 40), {"too_long"}, SAMPLE_BUDGET_BYTES * 4)
     # FLAC STREAMINFO: total samples (36 bits) all ones, i.e. 2^36 - 1 declared samples
     fl = bytearray(encode(tone(), SR, "FLAC", "PCM_16"))
     fl[21] |= 0x0F
