@@ -1,0 +1,103 @@
+"""The one place where paths, environment variables, the model/adapter choice and the device
+are resolved. Every other module asks here; none reads `os.environ` for these itself.
+
+Environment variables (all optional):
+
+    APA_SO762_DIR   Speechocean762 root (Kaldi layout)   default: ../shared/speechocean762 beside the repo
+    APA_CACHE       where apa-mini is assembled           default: ~/.cache/apa
+    APA_MODEL       model: Hub id or local dir            default: apa-mini
+    APA_ADAPTER     PEFT adapter dir, or "none"           default: the shipped adapter (assets/)
+    APA_DEVICE      torch device                          default: cuda if available, else cpu
+
+"No adapter given" means the same everywhere (`resolve_adapter`): with the default model,
+the shipped adapter; with another model, none. Only the explicit word "none" asks for the
+bare base model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = "apa-mini"
+DEFAULT_ADAPTER = REPO_ROOT / "assets" / "apa-mini-adapter"
+NO_ADAPTER = "none"
+MAX_TEXT_CHARS = 400  # reference text length accepted from users (app, API, CLI, batch)
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def corpus_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Speechocean762 root: the argument, else $APA_SO762_DIR, else ../shared/speechocean762."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = _env("APA_SO762_DIR")
+    return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "speechocean762"
+
+
+def cache_dir() -> Path:
+    """Where built models live: $APA_CACHE, else ~/.cache/apa."""
+    env = _env("APA_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "apa"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """model: "apa-mini", a Hub id or a local dir; adapter: a dir, a Hub id, or None (bare base)."""
+
+    model: str
+    adapter: str | None
+
+    @property
+    def is_default_model(self) -> bool:
+        return self.model == DEFAULT_MODEL
+
+
+def resolve_model(model: str | None = None, adapter: str | None = None) -> ModelChoice:
+    """Arguments first, then $APA_MODEL / $APA_ADAPTER, then the defaults.
+
+    adapter None (not given anywhere): the shipped adapter with apa-mini, none with other models;
+    "none": the bare base model. A default adapter that is missing is an error, not a fallback."""
+    model = model or _env("APA_MODEL") or DEFAULT_MODEL
+    adapter = adapter or _env("APA_ADAPTER")
+    if adapter is None:
+        adapter = str(DEFAULT_ADAPTER) if model == DEFAULT_MODEL else None
+    elif adapter.strip().lower() == NO_ADAPTER:
+        adapter = None
+    return ModelChoice(model=model, adapter=adapter)
+
+
+ADAPTER_HELP = (
+    "PEFT adapter dir (or Hub id); 'none' for the bare base model. Not given: the shipped adapter "
+    f"({DEFAULT_ADAPTER.relative_to(REPO_ROOT)}) with apa-mini, none with another model (env APA_ADAPTER)"
+)
+MODEL_HELP = "'apa-mini' (default), a Hub id or a local dir (env APA_MODEL)"
+
+
+def pick_device(device: Any = None) -> Any:
+    """A torch.device: the argument, else $APA_DEVICE, else cuda when available, else cpu."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    device = device or _env("APA_DEVICE")
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: Any, dtype: Any = None) -> Any:
+    """The argument (torch.dtype or its name), else bf16 on CUDA and float32 elsewhere."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is not None and dtype != "auto":
+        return getattr(torch, dtype)
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
