@@ -49,7 +49,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from apa.prompts import MISSING, PHONE_SCALE, Reference, Slot, Template, build_prompt, build_template
+from apa.evidence import EvidenceConfig, EvidenceProjector, add_at_positions, token_positions
+from apa.prompts import MISSING, PHONE_SCALE, Reference, Slot, Template, build_prompt, build_prompt_spans, build_template
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -105,12 +106,27 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
 
 
 # ---- prompt and target tokens -------------------------------------------------------------
-def chat_text(processor: Any, reference: Reference) -> str:
-    """The chat-formatted prompt (audio placeholder + rubric), ending with the assistant turn."""
+def chat_text(processor: Any, reference: Reference, prompt: str | None = None) -> str:
+    """The chat-formatted prompt (audio placeholder + rubric), ending with the assistant turn.
+    prompt: the user text when it is not the plain `build_prompt(reference)` (phone evidence)."""
+    text = build_prompt(reference) if prompt is None else prompt
     conversation = [
-        {"role": "user", "content": [{"type": "audio", "audio_url": "clip.wav"}, {"type": "text", "text": build_prompt(reference)}]}
+        {"role": "user", "content": [{"type": "audio", "audio_url": "clip.wav"}, {"type": "text", "text": text}]}
     ]
     return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+
+def evidence_prompt(
+    processor: Any, reference: Reference, evidence: np.ndarray | None, config: EvidenceConfig | None
+) -> tuple[str, list[int], list[int]]:
+    """The chat prompt (one audio placeholder) for `reference` with its phone evidence, its token
+    ids, and the token position of each phone's entry (where its evidence embedding is added).
+    Without a config (a model that takes no evidence) the prompt is the plain `chat_text`."""
+    levels = config.levels(evidence) if config is not None and config.uses_text and evidence is not None else None
+    prompt, spans = build_prompt_spans(reference, levels)
+    chat = chat_text(processor, reference, prompt=prompt)
+    ids, positions = token_positions(processor.tokenizer, chat, prompt, spans)
+    return chat, ids, positions
 
 
 def end_token_id(tokenizer: Any) -> int:
@@ -547,6 +563,7 @@ class _Plan:
     value_toks: list[list[tuple[int, ...]]]  # per slot, the tokens of each value
     cols: list[int]  # vocabulary ids whose logits are read (see _plan_cols)
     specs: list[tuple]  # per slot, how to read them
+    phone_pos: tuple[int, ...] = ()  # prompt position of each reference phone's entry (evidence)
 
     @property
     def template_tokens(self) -> int:
@@ -840,8 +857,14 @@ class SlotReading:
 class AudioLMMScorer:
     """Scores speech with a Qwen2Audio-class model under the template grammar."""
 
-    def __init__(self, model: Any, processor: Any, *, name: str = "", options: DecodeOptions = DecodeOptions()):
+    def __init__(
+        self, model: Any, processor: Any, *, name: str = "", options: DecodeOptions = DecodeOptions(),
+        evidence: EvidenceConfig | None = None, projector: EvidenceProjector | None = None,
+    ):
         self.model = model.eval()
+        # phone evidence the model was trained with (apa.evidence); None: it takes none
+        self.evidence = evidence
+        self.projector = projector.eval() if projector is not None else None
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.tokenizer.padding_side = "left"
@@ -881,10 +904,14 @@ class AudioLMMScorer:
         processor = AutoProcessor.from_pretrained(str(adapter) if adapter and (Path(adapter) / "tokenizer_config.json").exists() else str(model))
         net = Qwen2AudioForConditionalGeneration.from_pretrained(str(model), dtype=dt).to(dev)
         name = Path(str(model)).name
+        evidence = projector = None
         if adapter is not None:
             net = load_adapter(net, adapter).merge_and_unload()
             name += f"+{Path(str(adapter)).name}"
-        return cls(net, processor, name=name, options=options)
+            evidence = EvidenceConfig.load(adapter)
+            if evidence is not None and evidence.uses_embedding:
+                projector = EvidenceProjector.load(adapter, evidence, net.config.text_config.hidden_size).to(dev)
+        return cls(net, processor, name=name, options=options, evidence=evidence, projector=projector)
 
     def _trie(self, values: tuple[str, ...]) -> _Trie:
         if values not in self._tries:
@@ -907,21 +934,35 @@ class AudioLMMScorer:
         readings = self.read_many(audios, references)
         return [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references, readings)]
 
+    def phone_evidence(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[np.ndarray | None]:
+        """Per clip, the (n_phones, F) alignment features the model takes (None: it takes none).
+        A failed alignment gives NaN rows (the model was trained to read them as unknown)."""
+        if self.evidence is None:
+            return [None] * len(audios)
+        from apa.align import align_many
+
+        return [a.features() for a in align_many(audios, references)]
+
     def read_many(
-        self, audios: Sequence[np.ndarray], references: Sequence[Reference], progress: Any = None
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference], progress: Any = None,
+        evidence: Sequence[np.ndarray | None] | None = None,
     ) -> list[list[SlotReading]]:
         """`read_slots` over any number of clips, in batches of options.batch_size made of clips
         of similar prompt length (audio tokens + text: less padding); results in input order.
-        progress(done, total) is called after each batch."""
+        progress(done, total) is called after each batch. evidence: per clip (n_phones, F)
+        alignment features, for a model that takes them (computed here when not given)."""
         n = len(audios)
-        plans = self._plans_for(references)  # each computed once (most sentences differ)
+        if evidence is None:
+            evidence = self.phone_evidence(audios, references)
+        plans = self._plans_for(references, evidence)  # each computed once (most sentences differ)
         length = [len(p.prompt_ids) + audio_token_count(-(-len(a) // 160)) for a, p in zip(audios, plans)]
         order = sorted(range(n), key=length.__getitem__)
         out: list[list[SlotReading]] = [[] for _ in range(n)]
         bs = self.options.batch_size
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            batch = self.read_slots([audios[j] for j in idx], [references[j] for j in idx], plans=[plans[j] for j in idx])
+            batch = self.read_slots([audios[j] for j in idx], [references[j] for j in idx], plans=[plans[j] for j in idx],
+                                    evidence=[evidence[j] for j in idx])
             for j, r in zip(idx, batch):
                 out[j] = r
             if progress is not None:
@@ -931,7 +972,8 @@ class AudioLMMScorer:
     # -- decoding ----------------------------------------------------------------------------
     @torch.inference_mode()
     def read_slots(
-        self, audios: Sequence[np.ndarray], references: Sequence[Reference], plans: Sequence[_Plan] | None = None
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference], plans: Sequence[_Plan] | None = None,
+        evidence: Sequence[np.ndarray | None] | None = None,
     ) -> list[list[SlotReading]]:
         """Constrained decode of one batch; per clip, the distribution at every slot.
 
@@ -942,10 +984,14 @@ class AudioLMMScorer:
             together = self.options.batch_clips
             if together is None:
                 together = self.device.type != "cpu"
-            plans = plans or [self._plan(r) for r in references]
+            if evidence is None:
+                evidence = self.phone_evidence(audios, references)
+            plans = plans or self._plans_for(references, evidence)
             if together and len(audios) > 1 and isinstance(self._decoder(), _LeanDecoder):
-                return self._read_batch_fast(audios, plans)
-            return [self._read_one_fast(np.asarray(a, dtype=np.float32), p) for a, p in zip(audios, plans)]
+                return self._read_batch_fast(audios, plans, evidence)
+            return [self._read_one_fast(np.asarray(a, dtype=np.float32), p, e) for a, p, e in zip(audios, plans, evidence)]
+        if self.evidence is not None:
+            raise ValueError("the stock decoder takes no phone evidence: use the fast decoder for this model")
         return self._read_slots_naive(audios, references)
 
     def _read_slots_naive(
@@ -1020,10 +1066,11 @@ class AudioLMMScorer:
             self._dec = _LeanDecoder.build(lm, head) or _HFDecoder(lm, head)
         return self._dec
 
-    def _plan(self, reference: Reference, prompt_ids: list[int] | None = None) -> _Plan:
+    def _plan(self, reference: Reference, prompt_ids: list[int] | None = None, phone_pos: Sequence[int] = ()) -> _Plan:
         """The audio-independent part of decoding `reference` (cached, small LRU); prompt_ids: its
-        tokenised chat prompt when the caller already has it (`_plans_for` tokenises many at once)."""
-        key = tuple((w, tuple(p)) for w, p in reference)
+        tokenised chat prompt when the caller already has it (`_plans_for` tokenises many at once);
+        phone_pos: each phone's prompt position (models taking evidence, whose prompt is per clip)."""
+        key = (tuple((w, tuple(p)) for w, p in reference), tuple(prompt_ids) if phone_pos else None)
         with self._lock:
             plan = self._plans.pop(key, None)
         if plan is None:
@@ -1047,15 +1094,23 @@ class AudioLMMScorer:
             cols, specs = _plan_cols(tries, end_tok)
             plan = _Plan(prompt_ids=prompt_ids, audio_at=prompt_ids.index(audio_id), slots=slots_, tries=tries,
                          forced=forced, end_tok=end_tok, cols=cols, specs=specs,
-                         value_toks=[self._trie(sl.values).value_toks for sl in slots_])
+                         value_toks=[self._trie(sl.values).value_toks for sl in slots_], phone_pos=tuple(phone_pos))
         with self._lock:
             self._plans[key] = plan
             while len(self._plans) > 256:
                 self._plans.pop(next(iter(self._plans)))
         return plan
 
-    def _plans_for(self, references: Sequence[Reference]) -> list[_Plan]:
-        """`_plan` of each reference; the chat prompts are tokenised in one call (in parallel)."""
+    def _plans_for(self, references: Sequence[Reference], evidence: Sequence[np.ndarray | None] | None = None) -> list[_Plan]:
+        """`_plan` of each reference; the chat prompts are tokenised in one call (in parallel).
+        A model that takes evidence has a prompt per clip (levels, phone positions)."""
+        if self.evidence is not None:
+            evidence = evidence if evidence is not None else [None] * len(references)
+            out = []
+            for r, e in zip(references, evidence):
+                _, ids, pos = evidence_prompt(self.processor, r, e, self.evidence)
+                out.append(self._plan(r, ids, pos))
+            return out
         texts = [chat_text(self.processor, r) for r in references]
         ids = self.tokenizer(texts)["input_ids"] if texts else []
         return [self._plan(r, list(i)) for r, i in zip(references, ids)]
@@ -1072,19 +1127,28 @@ class AudioLMMScorer:
             self._head_cache = (key, head.weight[idx].float(), bias)
         return self._head_cache[1], self._head_cache[2]
 
-    def _read_one_fast(self, audio: np.ndarray, plan: _Plan) -> list[SlotReading]:
+    def _read_one_fast(self, audio: np.ndarray, plan: _Plan, evidence: np.ndarray | None = None) -> list[SlotReading]:
         """One clip: features and encoder on the real length, then `_decode_fast`."""
         dec = self._decoder()
         feats, n_frames = log_mel_features(self.processor.feature_extractor, audio)
         audio_emb = encode_audio_fast(self.model, feats.to(self.device), n_frames)
-        return self._decode_fast(dec, plan, self._prompt_embeds(dec, plan, audio_emb))
+        return self._decode_fast(dec, plan, self._prompt_embeds(dec, plan, audio_emb, evidence))
 
-    def _prompt_embeds(self, dec: _LeanDecoder | _HFDecoder, plan: _Plan, audio_emb: torch.Tensor) -> torch.Tensor:
-        """(prompt tokens, hidden): the chat prompt's embeddings with the audio's in place of <|AUDIO|>."""
+    def _prompt_embeds(
+        self, dec: _LeanDecoder | _HFDecoder, plan: _Plan, audio_emb: torch.Tensor, evidence: np.ndarray | None = None
+    ) -> torch.Tensor:
+        """(prompt tokens, hidden): the chat prompt's embeddings with the audio's in place of
+        <|AUDIO|> and, for a model with an evidence projector, each phone's evidence vector added
+        at its entry (positions shifted past the audio's expansion)."""
         n_tok, a = audio_emb.shape[0], plan.audio_at
         ids = plan.prompt_ids[:a] + [plan.prompt_ids[a]] * n_tok + plan.prompt_ids[a + 1 :]
         prompt = dec.embed(torch.tensor(ids, device=audio_emb.device))
         prompt[a : a + n_tok] = audio_emb.to(prompt.dtype)
+        if self.projector is not None and plan.phone_pos:
+            n = len(plan.phone_pos)
+            feats = np.full((n, self.evidence.n_features), np.nan, np.float32) if evidence is None else evidence
+            delta = self.projector(torch.as_tensor(feats, dtype=torch.float32, device=prompt.device))
+            prompt = add_at_positions(prompt, delta, [p + n_tok - 1 if p > a else p for p in plan.phone_pos])
         return prompt
 
     def _decode_fast(self, dec: _LeanDecoder | _HFDecoder, plan: _Plan, prompt: torch.Tensor) -> list[SlotReading]:
@@ -1133,13 +1197,15 @@ class AudioLMMScorer:
         return clip.readings
 
     # -- fast path, many clips at once (GPU throughput) -----------------------------------------
-    def _read_batch_fast(self, audios: Sequence[np.ndarray], plans: Sequence[_Plan]) -> list[list[SlotReading]]:
+    def _read_batch_fast(
+        self, audios: Sequence[np.ndarray], plans: Sequence[_Plan], evidence: Sequence[np.ndarray | None]
+    ) -> list[list[SlotReading]]:
         """Features and encoder for the batch at once (padding masked), then `_decode_fast_batch`.
         Readings equal `_read_one_fast`'s clip by clip (to float rounding)."""
         dec = self._decoder()
         feats, n_frames = log_mel_features_batch(self.processor.feature_extractor, audios, device=self.device)
         embs = encode_audio_batch(self.model, feats, n_frames)
-        prompts = [self._prompt_embeds(dec, plan, e) for plan, e in zip(plans, embs)]
+        prompts = [self._prompt_embeds(dec, plan, e, ev) for plan, e, ev in zip(plans, embs, evidence)]
         return self._decode_fast_batch(dec, plans, prompts)
 
     def _decode_fast_batch(self, dec: _LeanDecoder, plans: Sequence[_Plan], prompts: Sequence[torch.Tensor]) -> list[list[SlotReading]]:

@@ -42,6 +42,12 @@ Sentence Scores: accuracy fluency prosodic completeness total
 Word Scores: WORD/accuracy/stress/total for each word
 Phone Scores: PHONE/accuracy for each phone"""
 
+# The phones line's label when each phone carries its acoustic match level (apa.evidence).
+EVIDENCE_LABEL = (
+    "Reference phones, each with its acoustic match from a native-speech acoustic model "
+    "(0 poor to 9 native-like, ? unknown):"
+)
+
 Reference = Sequence[tuple[str, Sequence[str]]]  # ((word, (phone, ...)), ...)
 
 
@@ -63,11 +69,37 @@ class Slot:
 Template = tuple[str | Slot, ...]
 
 
-def build_prompt(reference: Reference) -> str:
-    """The user-turn text: rubric + reference text + reference phones."""
-    text = " ".join(w for w, _ in reference)
-    phones = " | ".join(f"{w}: {' '.join(p)}" for w, p in reference)
-    return PROMPT_TEMPLATE.format(text=text, phones=phones)
+def build_prompt(reference: Reference, levels: Sequence[int | None] | None = None) -> str:
+    """The user-turn text: rubric + reference text + reference phones.
+
+    levels: one acoustic match level (0-9, None = unknown) per reference phone, in order; each
+    phone is then written `PHONE:LEVEL` and the rubric says what the levels mean."""
+    return build_prompt_spans(reference, levels)[0]
+
+
+def build_prompt_spans(reference: Reference, levels: Sequence[int | None] | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """`build_prompt`, and the character span (start, end) of each reference phone's entry in
+    it (`W` or `W:7`), in reference order: where a phone's evidence embedding goes."""
+    n = sum(len(p) for _, p in reference)
+    if levels is not None and len(levels) != n:
+        raise ValueError(f"{len(levels)} evidence levels for {n} reference phones")
+    head, tail = PROMPT_TEMPLATE.split("{phones}")
+    head = head.format(text=" ".join(w for w, _ in reference))
+    if levels is not None:
+        head = head.replace("Reference phones:", EVIDENCE_LABEL)
+    out, spans, pos, k = [head], [], len(head), 0
+    for i, (word, phones) in enumerate(reference):
+        piece = (" | " if i else "") + f"{word}:"
+        out.append(piece)
+        pos += len(piece)
+        for ph in phones:
+            entry = ph if levels is None else f"{ph}:{'?' if levels[k] is None else levels[k]}"
+            out.append(" " + entry)
+            spans.append((pos + 1, pos + 1 + len(entry)))
+            pos += 1 + len(entry)
+            k += 1
+    out.append(tail)
+    return "".join(out), spans
 
 
 def build_template(reference: Reference) -> Template:

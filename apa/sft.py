@@ -1,10 +1,14 @@
 """Supervised fine-tuning examples and the collator (prompt tokens masked with -100).
 
-An example is (audio, reference, target slot values). The collator runs the processor on
-the chat prompts (which expands the audio placeholder and computes log-mel features), then
-appends the target tokens, built piece by piece exactly as the decoder feeds them
-(`apa.model.encode_target`). Labels are -100 on the prompt, on padding and on slots whose
-label is missing; the loss is on the target and the end-of-turn token.
+An example is (audio, reference, target slot values, optional phone evidence). The collator
+runs the processor on the chat prompts (which expands the audio placeholder and computes
+log-mel features), then appends the target tokens, built piece by piece exactly as the decoder
+feeds them (`apa.model.encode_target`). Labels are -100 on the prompt, on padding and on slots
+whose label is missing; the loss is on the target and the end-of-turn token.
+
+With an `EvidenceConfig` (apa.evidence) the prompt carries each phone's match level ("text")
+and/or the batch carries each phone's features and prompt position ("embedding"), which
+`EvidenceHook` adds to the input embeddings through the trained projector.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import Trainer
 
 from apa.audio import SAMPLE_RATE
 from apa.data import Record
-from apa.model import PieceTokenizer, chat_text, encode_target
+from apa.evidence import EvidenceConfig, EvidenceProjector
+from apa.model import PieceTokenizer, encode_target, evidence_prompt
 from apa.prompts import build_template, format_score, slot_value, slots
 
 IGNORE_INDEX = -100
@@ -29,43 +35,67 @@ class Example:
     audio: np.ndarray  # (n_samples,) float32, 16 kHz
     reference: tuple[tuple[str, tuple[str, ...]], ...]
     values: tuple[str, ...]  # slot texts in template order ("-" = missing label)
+    evidence: np.ndarray | None = None  # (n_phones, F) alignment features, NaN rows = unknown
 
 
-def example_from_record(record: Record) -> Example:
+def example_from_record(record: Record, evidence: np.ndarray | None = None) -> Example:
     ref = record.reference
     values = tuple(format_score(slot_value(record.labels, s), s.kind) for s in slots(build_template(ref)))
-    return Example(record.audio(), ref, values)
+    return Example(record.audio(), ref, values, evidence)
 
 
 class SFTDataset(torch.utils.data.Dataset):
-    """Records decoded lazily (Opus decoding is ~ms per clip, fine inside DataLoader workers)."""
+    """Records decoded lazily (Opus decoding is ~ms per clip, fine inside DataLoader workers).
 
-    def __init__(self, records: Sequence[Record]):
+    evidence: utterance id -> (n_phones, F) features (`apa.align.load_corpus_features`); an
+    utterance missing from it gets NaN features (what a failed alignment gives at inference)."""
+
+    def __init__(self, records: Sequence[Record], evidence: dict[str, np.ndarray] | None = None, n_features: int = 0):
         self.records = list(records)
+        self.evidence = evidence
+        self.n_features = n_features
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> Example:
-        return example_from_record(self.records[i])
+        rec = self.records[i]
+        ev = None
+        if self.evidence is not None:
+            n = sum(len(p) for _, p in rec.reference)
+            ev = self.evidence.get(rec.utt_id)
+            if ev is None or len(ev) != n:
+                ev = np.full((n, self.n_features), np.nan, dtype=np.float32)
+        return example_from_record(rec, ev)
+
+
 
 
 class SFTCollator:
     """Batch of Examples -> model inputs with labels (right padding)."""
 
-    def __init__(self, processor: Any):
+    def __init__(self, processor: Any, evidence: EvidenceConfig | None = None):
         self.processor = processor
+        self.evidence = evidence
         self.tok = processor.tokenizer
         self.pieces = PieceTokenizer(self.tok)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.pieces.end_id
 
     def __call__(self, batch: Sequence[Example]) -> dict[str, torch.Tensor]:
         self.tok.padding_side = "right"
-        prompts = [chat_text(self.processor, ex.reference) for ex in batch]
+        prompts, positions = [], []
+        for ex in batch:
+            chat, _, pos = evidence_prompt(self.processor, ex.reference, ex.evidence, self.evidence)
+            prompts.append(chat)
+            positions.append(pos)
         enc = self.processor(text=prompts, audio=[ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
         rows, labels = [], []
+        audio_id = self.tok.convert_tokens_to_ids(getattr(self.processor, "audio_token", "<|AUDIO|>"))
         for b, ex in enumerate(batch):
             prompt = enc["input_ids"][b][enc["attention_mask"][b].bool()].tolist()
+            # positions were found in the prompt with one audio placeholder: shift past the expansion
+            at, n_audio = prompt.index(audio_id), prompt.count(audio_id)
+            positions[b] = [p + n_audio - 1 if p > at else p for p in positions[b]]
             target, keep = encode_target(self.pieces, build_template(ex.reference), ex.values)
             rows.append(prompt + target)
             labels.append([IGNORE_INDEX] * len(prompt) + [t if k else IGNORE_INDEX for t, k in zip(target, keep)])
@@ -77,10 +107,65 @@ class SFTCollator:
             input_ids[b, : len(r)] = torch.tensor(r)
             attention_mask[b, : len(r)] = 1
             label_t[b, : len(lab)] = torch.tensor(lab)
-        return {
+        out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": label_t,
             "input_features": enc["input_features"],
             "feature_attention_mask": enc["feature_attention_mask"],
         }
+        if self.evidence is not None and self.evidence.uses_embedding:
+            P = max(len(p) for p in positions)
+            feats = torch.full((len(batch), P, self.evidence.n_features), float("nan"))
+            pos_t = torch.full((len(batch), P), -1, dtype=torch.long)
+            for b, (ex, pos) in enumerate(zip(batch, positions)):
+                pos_t[b, : len(pos)] = torch.tensor(pos, dtype=torch.long)
+                if ex.evidence is not None:
+                    feats[b, : len(pos)] = torch.as_tensor(ex.evidence, dtype=torch.float32)
+            out["evidence_features"], out["evidence_positions"] = feats, pos_t
+        return out
+
+
+class EvidenceHook:
+    """Adds `projector(features)` to the input embeddings at the phones' prompt positions.
+
+    A forward hook on the model's input-embedding module: the caller sets `pending` to
+    (features (B, P, F), positions (B, P), -1 = none) for one forward and clears it after.
+    Works for training (through the model's own forward) and leaves other calls untouched."""
+
+    def __init__(self, model: Any, projector: EvidenceProjector):
+        self.projector = projector
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.handle = model.get_input_embeddings().register_forward_hook(self._add)
+
+    def _add(self, module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
+        if self.pending is None or output.dim() != 3:
+            return output
+        feats, pos = self.pending
+        if output.shape[0] != pos.shape[0]:
+            return output
+        b, p = (pos >= 0).nonzero(as_tuple=True)
+        delta = self.projector(feats[b, p].to(output.device))  # (n, H)
+        return output.index_put((b.to(output.device), pos[b, p].to(output.device)), delta.to(output.dtype), accumulate=True)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class EvidenceTrainer(Trainer):
+    """transformers' Trainer that hands each batch's evidence (collator keys `evidence_features`,
+    `evidence_positions`) to an `EvidenceHook` for the forward, instead of to the model."""
+
+    def __init__(self, *args: Any, evidence_hook: EvidenceHook | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.evidence_hook = evidence_hook
+
+    def compute_loss(self, model: Any, inputs: dict, *args: Any, **kwargs: Any):
+        feats, pos = inputs.pop("evidence_features", None), inputs.pop("evidence_positions", None)
+        if self.evidence_hook is not None and feats is not None:
+            self.evidence_hook.pending = (feats, pos)
+        try:
+            return super().compute_loss(model, inputs, *args, **kwargs)
+        finally:
+            if self.evidence_hook is not None:
+                self.evidence_hook.pending = None

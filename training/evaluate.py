@@ -6,6 +6,11 @@ Writes into --out: predictions.jsonl (utterance id, greedy and expected-value as
 metrics.md and metrics.json (nine aspects x PCC/SCC/RMSE, for both readings), and one scatter
 plot per aspect (HTML; PNG too when kaleido is installed). The references are the corpus'
 own words and phones, as in the paper.
+
+`--control silence` (the default) scores every clip a second time with its audio replaced by
+silence of the same length (and, for a model taking phone evidence, the evidence a failed
+alignment gives): a deaf control. metrics.json then holds `control` beside `expected`, and the
+share of each correlation that the recording earns, 1 - r(silence) / r(audio).
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from apa.data import LABEL_SNAPSHOT, load_split
 from apa.metrics import ASPECTS, evaluate, pairs, to_dict, to_markdown
 from apa.model import MODES, AudioLMMScorer, DecodeOptions, SlotReading, to_assessment
+
+CONTROLS = ("silence", "none")
 
 
 def scatter_plots(preds, labels, out: Path, title: str) -> list[Path]:
@@ -58,6 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--decoder", default="fast", choices=["fast", "stock"],
                     help="fast: real-length encoder + speculative decoding (clips together on a GPU); stock: the reference path")
     ap.add_argument("--workers", type=int, default=8, help="threads decoding the audio files")
+    ap.add_argument("--evidence-features", default=None,
+                    help="precomputed phone evidence of the split (training.align_corpus); default: aligned here")
+    ap.add_argument("--control", default="silence", choices=CONTROLS, help="deaf control: score silence of the same length too")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
@@ -80,10 +91,24 @@ def main(argv: list[str] | None = None) -> dict:
     load_seconds = time.perf_counter() - t0
     print(f"{len(records)} clips loaded in {load_seconds:.1f} s", flush=True)
 
+    refs = [r.reference for r in records]
+    evidence = None
+    if scorer.evidence is not None:
+        t0 = time.perf_counter()
+        if args.evidence_features:
+            from apa.align import load_corpus_features
+
+            table, _ = load_corpus_features(args.evidence_features)
+            evidence = [table.get(r.utt_id) for r in records]
+            evidence = [e if e is not None else nan_evidence(scorer, ref) for e, ref in zip(evidence, refs)]
+        else:
+            evidence = scorer.phone_evidence(audios, refs)
+        print(f"phone evidence for {len(records)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
+
     # 2. decode once; both readings come from the same pass
     t0 = time.perf_counter()
     readings: list[list[SlotReading]] = scorer.read_many(
-        audios, [r.reference for r in records],
+        audios, refs, evidence=evidence,
         progress=lambda done, n: print(f"{done}/{n} utterances, {time.perf_counter() - t0:.1f} s", flush=True),
     )
     seconds = time.perf_counter() - t0
@@ -111,10 +136,45 @@ def main(argv: list[str] | None = None) -> dict:
         result[m] = to_dict(res)
         md += [f"\n## {m} scores\n", to_markdown(res)]
         scatter_plots(preds[m], labels, out, f"{scorer.name} ({m})") if m == "expected" else None
+    if args.control == "silence":
+        control = deaf_control(scorer, audios, refs, labels)
+        result["control"] = control
+        md += ["\n## deaf control: the same clips with the audio replaced by silence of the same length\n",
+               control_markdown(result["expected"], control)]
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "metrics.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return result
+
+
+def nan_evidence(scorer: AudioLMMScorer, reference) -> np.ndarray:
+    """What a failed alignment gives: (n_phones, F) NaN."""
+    return np.full((sum(len(p) for _, p in reference), scorer.evidence.n_features), np.nan, np.float32)
+
+
+def deaf_control(scorer: AudioLMMScorer, audios, refs, labels) -> dict:
+    """Expected-value metrics with each clip replaced by silence of its length (no evidence)."""
+    silent = [np.zeros_like(a) for a in audios]
+    evidence = [nan_evidence(scorer, r) for r in refs] if scorer.evidence is not None else None
+    readings = scorer.read_many(silent, refs, evidence=evidence)
+    preds = [to_assessment(ref, rd, "expected", scorer.name) for ref, rd in zip(refs, readings)]
+    return to_dict(evaluate(preds, labels))
+
+
+def control_markdown(real: dict, control: dict) -> str:
+    """aspect | PCC/SCC with the audio | with silence | share the recording earns (PCC, SCC)."""
+    def share(a, b):
+        return "n/a" if a is None or b is None or a <= 0 else f"{1 - b / a:.0%}"
+
+    def f(v):
+        return "n/a" if v is None else f"{v:.3f}"
+
+    rows = ["| aspect | audio PCC / SCC | silence PCC / SCC | earned by the audio (PCC / SCC) |", "|---|---:|---:|---:|"]
+    for a in ASPECTS:
+        r, c = real[a], control[a]
+        rows.append(f"| {a} | {f(r['pcc'])} / {f(r['scc'])} | {f(c['pcc'])} / {f(c['scc'])} | "
+                    f"{share(r['pcc'], c['pcc'])} / {share(r['scc'], c['scc'])} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# Device-side sweep: train several apa-mini configs in parallel on one GPU, then evaluate
-# each on the test split. Runs detached (setsid) so short device calls can poll it:
-#   bash training/sweep.sh start   ;   bash training/sweep.sh wait [seconds]
-# Results: /root/results/<name>/{metrics.md,metrics.json,predictions.jsonl} + adapter.
+# Device-side sweep: phone-evidence features for both splits, then several apa-mini configs
+# trained in parallel on one GPU, each evaluated on the test split (with the deaf control).
+# Runs detached (setsid) so short device calls can poll it:
+#   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
+# Results: /root/results/<name>/{metrics.md,metrics.json,predictions.jsonl} + /root/runs/<name>/adapter.
 set -uo pipefail
 export PYTHONPATH=/root/site:$PWD HF_HUB_OFFLINE=1 APA_CACHE=/root/cache PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 DATA=/root/stage/speechocean762
-CFG=training/configs/apa-mini.yaml
+FEAT=/root/features
+CFG=${CFG:-training/configs/apa-mini-tuned.yaml}
 run() {  # name, extra training args...
   local name=$1; shift
   mkdir -p /root/results/$name
-  ( python3 -m training.train $CFG --data $DATA --output_dir /root/runs/$name --dataloader_num_workers 5 "$@" \
+  ( python3 -m training.train $CFG --data $DATA --output_dir /root/runs/$name --dataloader_num_workers 3 "$@" \
       > /root/results/$name/train.log 2>&1 \
     && python3 -m training.evaluate --adapter /root/runs/$name/adapter --data $DATA --batch-size 128 \
-      --out /root/results/$name > /root/results/$name/eval.log 2>&1
+      --evidence-features $FEAT/test.npz --out /root/results/$name > /root/results/$name/eval.log 2>&1
     echo "exit $?" > /root/results/$name/done ) &
 }
+ev() { echo --evidence_features $FEAT/train.npz --evidence_mode "$@"; }
 case "${1:-}" in
+  features)  # both splits, all cores; ~0.5 s of a core per utterance
+    mkdir -p $FEAT
+    for s in train test; do
+      python3 -m training.align_corpus --data $DATA --split $s --workers "$(nproc)" --out $FEAT/$s.npz || exit 1
+    done
+    ls -la $FEAT ;;
   start)
     setsid bash -c "
       source training/sweep.sh define
-      run paper
-      run tuned-u2 --lora_r 16 --lora_alpha 32 --learning_rate 3e-4 --projector_lr 5e-4 --unfreeze_audio_layers 2
-      run tuned-u6 --lora_r 16 --lora_alpha 32 --learning_rate 3e-4 --projector_lr 5e-4 --unfreeze_audio_layers 6
+      run ev-text $(ev text)
+      run ev-emb $(ev embedding)
+      run ev-both $(ev both)
+      run ev-both-e5 $(ev both) --num_train_epochs 5
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;

@@ -39,6 +39,8 @@ class DataArguments:
     data: str = field(default="", metadata={"help": "Speechocean762 root (Kaldi layout) or parquet dir / Hub id"})
     train_split: str = "train"
     max_train_samples: int | None = None
+    evidence_features: str = field(default="", metadata={"help": "phone-evidence features of the split (training.align_corpus output)"})
+    evidence_mode: str = field(default="", metadata={"help": "how the model takes the evidence: text, embedding or both (apa.evidence)"})
 
 
 @dataclass
@@ -132,10 +134,11 @@ def make_optimizer(model, targs: TrainingArguments, full_lr: float):
 
 def main(argv: list[str] | None = None) -> None:
     import torch
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
     from apa.data import load_split
-    from apa.sft import SFTCollator, SFTDataset
+    from apa.evidence import EvidenceProjector, fit_config
+    from apa.sft import EvidenceHook, EvidenceTrainer, SFTCollator, SFTDataset
 
     # 1. arguments and seed
     margs, dargs, largs, targs = parse_args(sys.argv[1:] if argv is None else argv)
@@ -155,11 +158,22 @@ def main(argv: list[str] | None = None) -> None:
     records = load_split(dargs.data, dargs.train_split)
     if dargs.max_train_samples:
         records = records[: dargs.max_train_samples]
-    dataset = SFTDataset(records)
+    evidence = ev_config = None
+    if dargs.evidence_features:
+        from apa.align import load_corpus_features
+
+        evidence, names = load_corpus_features(dargs.evidence_features)
+        ev_config = fit_config([evidence[r.utt_id] for r in records if r.utt_id in evidence], names, dargs.evidence_mode or "both")
+    dataset = SFTDataset(records, evidence, ev_config.n_features if ev_config else 0)
 
     # 3. model + LoRA
     model, processor = load_base(margs, dtype)
     model = build_peft_model(model, largs, margs.unfreeze_audio_layers)
+    hook = None
+    if ev_config is not None and ev_config.uses_embedding:
+        # trained fully beside the LoRA (a submodule of the PEFT model, so in the optimizer); saved apart
+        model.evidence_projector = EvidenceProjector(ev_config, model.config.text_config.hidden_size)
+        hook = EvidenceHook(model, model.evidence_projector)
     if targs.gradient_checkpointing:
         model.enable_input_require_grads()
     model.print_trainable_parameters()
@@ -167,13 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     # 4. resolved config next to the checkpoints
     out = Path(targs.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    resolved = {"model": asdict(margs), "data": asdict(dargs), "lora": asdict(largs), "training": targs.to_dict(), "n_train": len(dataset)}
+    resolved = {"model": asdict(margs), "data": asdict(dargs), "lora": asdict(largs), "training": targs.to_dict(), "n_train": len(dataset),
+                "evidence": asdict(ev_config) if ev_config else None}
     (out / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
 
     # 5. train (fully trained modules may get their own learning rate: the projector starts random)
     targs.remove_unused_columns = False
     optimizers = (make_optimizer(model, targs, margs.projector_lr), None) if margs.projector_lr else (None, None)
-    trainer = Trainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor), optimizers=optimizers)
+    trainer = EvidenceTrainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor, ev_config),
+                              optimizers=optimizers, evidence_hook=hook)
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(largs.resume and has_ckpt))
 
@@ -181,6 +197,10 @@ def main(argv: list[str] | None = None) -> None:
     if trainer.is_world_process_zero():
         model.save_pretrained(out / "adapter")
         processor.save_pretrained(out / "adapter")
+        if ev_config is not None:
+            ev_config.save(out / "adapter")
+            if hook is not None:
+                model.evidence_projector.save(out / "adapter")
         (out / "adapter" / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
         metrics = dict(result.metrics)
         (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
