@@ -331,7 +331,7 @@ def _decode(pcm: bytes, names: list[str], prons: list[str], beams: dict | None, 
 
 # ---- entry point -----------------------------------------------------------------------------
 def align(audio: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]]) -> Alignment:
-    """Forced alignment of `audio` ((n,) float32, 16 kHz, [-1, 1]) to `reference`
+    """Forced alignment of `audio` ((n,) float32, 16 kHz, [-1, 1]; integer PCM is scaled) to `reference`
     (((word, (CMU phone with stress digit, ...)), ...)). Never raises; see the module doc."""
     try:
         ref = [(str(w), tuple(str(p) for p in phones)) for w, phones in reference]
@@ -343,6 +343,8 @@ def align(audio: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]]) -> 
         if x.ndim != 1:
             return _fallback(ref, 0.0, f"audio must be 1-D, got shape {x.shape}")
         duration = len(x) / SAMPLE_RATE
+        if np.issubdtype(x.dtype, np.integer):  # integer PCM -> [-1, 1]
+            x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
         reason = _check(x, ref)
         if reason:
             return _fallback(ref, duration if len(x) else 0.0, reason)
@@ -380,8 +382,8 @@ def _check(x: np.ndarray, ref: list[tuple[str, tuple[str, ...]]]) -> str:
         return "empty audio"
     if len(x) < MIN_AUDIO_S * SAMPLE_RATE:
         return f"audio shorter than {MIN_AUDIO_S} s"
-    if not np.issubdtype(x.dtype, np.floating):
-        return f"audio must be float, got {x.dtype}"
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        return f"audio must be float (or integer PCM), got {x.dtype}"
     finite = np.isfinite(x)
     if not finite.all() and finite.mean() < 0.99:
         return "audio has non-finite samples"
