@@ -939,9 +939,9 @@ class AudioLMMScorer:
         A failed alignment gives NaN rows (the model was trained to read them as unknown)."""
         if self.evidence is None:
             return [None] * len(audios)
-        from apa.align import align_many
+        from apa.align import align
 
-        return [a.features() for a in align_many(audios, references)]
+        return [align(a, r).features() for a, r in zip(audios, references)]
 
     def read_many(
         self, audios: Sequence[np.ndarray], references: Sequence[Reference], progress: Any = None,

@@ -98,9 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.evidence_features:
             from apa.align import load_corpus_features
 
-            table, _ = load_corpus_features(args.evidence_features)
-            evidence = [table.get(r.utt_id) for r in records]
-            evidence = [e if e is not None else nan_evidence(scorer, ref) for e, ref in zip(evidence, refs)]
+            table = load_corpus_features(args.evidence_features)
+            evidence = [table[r.utt_id].features if r.utt_id in table else nan_evidence(scorer, ref) for r, ref in zip(records, refs)]
         else:
             evidence = scorer.phone_evidence(audios, refs)
         print(f"phone evidence for {len(records)} clips in {time.perf_counter() - t0:.1f} s", flush=True)

@@ -160,10 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         records = records[: dargs.max_train_samples]
     evidence = ev_config = None
     if dargs.evidence_features:
-        from apa.align import load_corpus_features
+        from apa.align import load_corpus_features, load_corpus_meta
 
-        evidence, names = load_corpus_features(dargs.evidence_features)
-        ev_config = fit_config([evidence[r.utt_id] for r in records if r.utt_id in evidence], names, dargs.evidence_mode or "both")
+        evidence = {u: c.features for u, c in load_corpus_features(dargs.evidence_features).items()}
+        names = load_corpus_meta(dargs.evidence_features)["feature_names"]
+        ev_config = fit_config([evidence[r.utt_id] for r in records if r.utt_id in evidence], names,
+                               dargs.evidence_mode or "both", level_feature=names.index("lpp"))
     dataset = SFTDataset(records, evidence, ev_config.n_features if ev_config else 0)
 
     # 3. model + LoRA
