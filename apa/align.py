@@ -10,7 +10,9 @@ What it does, per utterance (all on one fresh decoder, see "State" below):
    itself never matters (apostrophes, hyphens, homographs with other pronunciations).
 2. `set_align_text` + decode (word alignment, optional `<sil>`/noise fillers between words), then
    `set_alignment` + decode again (phone and HMM-state alignment). Both passes see the whole clip
-   (`full_utt=True`: batch cepstral mean over the clip) and start with the noise estimate reset.
+   (`full_utt=True`: batch cepstral mean over the clip, as the model's feat.params asks). The
+   second pass starts with the noise-removal statistics the first left (resetting them with
+   `start_stream()`, deprecated in 5.1, changed lpp's PCC by 0.003 on 200 clips: not done).
    `compallsen=True` makes every frame's scores of all 5,126 senones relative to that frame's best
    senone; `senlogdir` (a TemporaryDirectory, removed) dumps them; `bestpath=False` (with the
    default the state alignment failed on a 1-frame `<s>`).
@@ -32,7 +34,7 @@ CMU phones), the result is the fallback: `ok=False`, `reason` says why, and
 
 * words and phones are all present, in reference order; the clip [0, duration] is cut into
   n_phones equal parts (phone j gets [j, j+1) * duration / n_phones; a word spans its phones);
-  for empty or unusable audio the duration is taken as 0 and all times are 0;
+  the duration is 0 (all times 0) when the audio is empty or not 1-D;
 * lpp, lpr (all 40), score_per_frame, post_mean, top1_frac are NaN, heard is ();
 * `features()` rows are NaN in every column except `log_frames` (from the even spread).
 With an empty reference there are no words and no phones (features() is (0, N_FEATURES)).
@@ -45,7 +47,7 @@ GIL, so threads do not run pocketsphinx in parallel; use processes for throughpu
 
 Cost: ~0.1-0.15 s of one core per second of audio (two passes plus the senone dump).
 Tested with pocketsphinx 5.1.1 (Python 3.11) and written against the 5.0.4 API (Python 3.12):
-only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, start_stream.
+only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, hyp, n_frames.
 """
 
 from __future__ import annotations
@@ -55,7 +57,6 @@ import logging
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 N_FEATURES = len(FEATURE_NAMES)
 _F_LOG_FRAMES = FEATURE_NAMES.index("log_frames")
 
-# start_stream() resets the noise-removal statistics; 5.1 calls it deprecated (it is not a no-op).
-warnings.filterwarnings("ignore", message=r"start_stream\(\) is deprecated", category=DeprecationWarning)
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -279,7 +278,6 @@ def _decode(pcm: bytes, names: list[str], prons: list[str], beams: dict | None, 
             for second in (False, True):
                 if second:
                     decoder.set_alignment()
-                decoder.start_stream()  # reset noise statistics: both passes see the same features
                 decoder.start_utt()
                 decoder.process_raw(pcm, full_utt=True)
                 decoder.end_utt()
@@ -320,13 +318,16 @@ def _decode(pcm: bytes, names: list[str], prons: list[str], beams: dict | None, 
         raise _Fail("aligned phones differ from the reference")
     if senscr.shape[0] < n_frames - 1 or senscr.shape[0] == 0:  # the last frame is not dumped
         raise _Fail(f"senone dump has {senscr.shape[0]} frames for {n_frames}")
-    # ll[t, q] = -min over q's senones, in nats; log posteriors over the 40 phones
-    sub = senscr[:, order]
-    best = np.minimum.reduceat(sub, offsets, axis=1).astype(np.float64)
-    ll = -best * SCORE_UNIT_NATS
+    return words, phones, senscr
+
+
+def _log_posteriors(senscr: np.ndarray) -> np.ndarray:
+    """(T, n_sen) senone scores -> (T, 40) log posteriors of PHONES (module doc, step 3)."""
+    _hmm, order, offsets, _n_sen = _model()
+    best = np.minimum.reduceat(senscr[:, order], offsets, axis=1).astype(np.float64)
+    ll = -best * SCORE_UNIT_NATS  # ll[t, q] = best senone of phone q, nats
     m = ll.max(axis=1, keepdims=True)
-    lp = ll - (m + np.log(np.exp(ll - m).sum(axis=1, keepdims=True)))
-    return words, phones, lp
+    return ll - (m + np.log(np.exp(ll - m).sum(axis=1, keepdims=True)))
 
 
 # ---- entry point -----------------------------------------------------------------------------
@@ -343,21 +344,24 @@ def align(audio: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]]) -> 
         if x.ndim != 1:
             return _fallback(ref, 0.0, f"audio must be 1-D, got shape {x.shape}")
         duration = len(x) / SAMPLE_RATE
+        pcm16 = x.astype("<i2") if x.dtype == np.int16 else None
         if np.issubdtype(x.dtype, np.integer):  # integer PCM -> [-1, 1]
             x = x.astype(np.float32) / float(np.iinfo(x.dtype).max + 1)
         reason = _check(x, ref)
         if reason:
             return _fallback(ref, duration if len(x) else 0.0, reason)
-        x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
-        pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        if pcm16 is None:
+            x = np.nan_to_num(x.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+            pcm16 = (np.clip(x, -1.0, 1.0) * 32767.0).astype("<i2")
+        pcm = pcm16.tobytes()
         names = [f"w{i}" for i in range(len(ref))]
         prons = [" ".join(p.rstrip("012").upper() for p in phones) for _, phones in ref]
         counts = [len(phones) for _, phones in ref]
         reasons = []
         for beams in (None, WIDE_BEAMS):
             try:
-                words, phones, lp = _decode(pcm, names, prons, beams, counts)
-                return _build(ref, words, phones, lp, duration)
+                words, phones, senscr = _decode(pcm, names, prons, beams, counts)
+                return _build(ref, words, phones, _log_posteriors(senscr), duration)
             except _Fail as e:
                 reasons.append(str(e))
             except Exception as e:  # pocketsphinx RuntimeError etc.

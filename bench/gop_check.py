@@ -2,7 +2,7 @@
 
     python -m bench.gop_check --n 200 --words 20
 
-1. GOP: on the first N test utterances, PCC/SCC against the experts' phone scores (0-2; phones
+1. GOP: on N test utterances spread evenly over the split (or the first N), PCC/SCC against the experts' phone scores (0-2; phones
    whose label is missing are skipped) of the `lpp` scalar and of the other scalar features, the
    top-1 "heard == canonical" rate (overall and per label band), and a ridge regression over all
    N_FEATURES features (+ phone identity) with 5-fold cross-validation grouped by speaker.
@@ -64,7 +64,7 @@ def word_time_check(items) -> dict:
     """items: [(audio, Alignment)] -> agreement rates of aligned word times with VAD/energy evidence."""
     from apa.audio import SAMPLE_RATE, find_speech
 
-    start_ok, end_ok, edges, edges_ok, n = [], [], 0, 0, 0
+    start_ok, end_ok, end_signed, edges, edges_ok, n = [], [], [], 0, 0, 0
     for audio, al in items:
         if not al.ok:
             continue
@@ -75,6 +75,7 @@ def word_time_check(items) -> dict:
         lo, hi = span.start / SAMPLE_RATE, span.end / SAMPLE_RATE
         start_ok.append(abs(al.words[0].start - lo))
         end_ok.append(abs(al.words[-1].end - hi))
+        end_signed.append(al.words[-1].end - hi)
         ends = np.array([w.end for w in al.words[:-1]])
         starts = np.array([w.start for w in al.words[1:]])
         for s, t in energy_pauses(audio, lo, hi):
@@ -91,6 +92,7 @@ def word_time_check(items) -> dict:
         "last_word_end_within_0.1s": float(np.mean(end_ok <= TOL_S)) if n else float("nan"),
         "median_abs_start_diff_s": float(np.median(start_ok)) if n else float("nan"),
         "median_abs_end_diff_s": float(np.median(end_ok)) if n else float("nan"),
+        "median_end_minus_vad_end_s": float(np.median(end_signed)) if n else float("nan"),
         "pause_edges": edges,
         "pause_edges_on_word_boundary_within_0.1s": edges_ok / edges if edges else float("nan"),
     }
@@ -114,18 +116,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m bench.gop_check", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None)
     ap.add_argument("--split", default="test")
-    ap.add_argument("--n", type=int, default=200, help="utterances (the first N of the split)")
+    ap.add_argument("--n", type=int, default=200, help="utterances: N spread evenly over the split")
+    ap.add_argument("--first", action="store_true", help="the first N utterances instead of N spread out")
     ap.add_argument("--words", type=int, default=20, help="clips for the word-time check (0: skip)")
-    ap.add_argument("--no-noise-reset", action="store_true", help="(experiment) keep pass-1 noise statistics")
     args = ap.parse_args(argv)
 
     from apa import align as A
     from apa.config import corpus_dir
     from apa.data import load_split
 
-    if args.no_noise_reset:
-        A._RESET_NOISE = False
-    records = load_split(corpus_dir(args.data), args.split)[: args.n]
+    records = load_split(corpus_dir(args.data), args.split)
+    records = records[: args.n] if args.first else records[:: max(1, len(records) // args.n)][: args.n]
     feats, labels, canon, heard1, spk = [], [], [], [], []
     kept, failed, t_align, audio_s = [], [], 0.0, 0.0
     for i, r in enumerate(records):
