@@ -101,7 +101,7 @@ FILLER_WORDS = frozenset({"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]"})
 FEATURE_NAMES: tuple[str, ...] = (
     ("lpp",)
     + tuple(f"lpr_{p}" for p in PHONES)
-    + ("log_frames", "score_per_frame", "post_mean", "top1_frac")
+    + ("log_frames", "score_per_frame", "log_post_mean", "top1_frac")
 )
 N_FEATURES = len(FEATURE_NAMES)
 _F_LOG_FRAMES = FEATURE_NAMES.index("log_frames")
@@ -150,7 +150,8 @@ class AlignedPhone:
         v = np.empty(N_FEATURES, np.float32)
         v[0] = self.lpp
         v[1 : 1 + N_PHONES] = self.lpr
-        v[1 + N_PHONES :] = (math.log(max(self.frames, 1)), self.score_per_frame, self.post_mean, self.top1_frac)
+        log_post = math.log(max(self.post_mean, 1e-30)) if not math.isnan(self.post_mean) else math.nan
+        v[1 + N_PHONES :] = (math.log(max(self.frames, 1)), self.score_per_frame, log_post, self.top1_frac)
         return v
 
 
@@ -170,7 +171,8 @@ class Alignment:
         """(n_phones, N_FEATURES) float32, columns FEATURE_NAMES:
 
         lpp, lpr_<q> for the 40 PHONES, log_frames (ln of the phone's frames), score_per_frame,
-        post_mean, top1_frac (see the module doc). Fallback rows: NaN except log_frames."""
+        log_post_mean (ln post_mean), top1_frac (see the module doc). Fallback rows: NaN except
+        log_frames. F = N_FEATURES = 45."""
         if not self.phones:
             return np.zeros((0, N_FEATURES), np.float32)
         return np.stack([p.feature_vector() for p in self.phones])

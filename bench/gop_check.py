@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"(this machine, {os.cpu_count()} cores shared)\n")
     print("| feature (one scalar) | phone PCC | phone SCC |\n|---|---|---|")
     rows = {}
-    for name in ("lpp", "post_mean", "top1_frac", "score_per_frame", "log_frames"):
+    for name in ("lpp", "log_post_mean", "top1_frac", "score_per_frame", "log_frames"):
         x = X[:, names.index(name)]
         rows[name] = (pcc(x, y), scc(x, y))
         print(f"| {name} | {rows[name][0]:.3f} | {rows[name][1]:.3f} |")
