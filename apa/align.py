@@ -45,7 +45,15 @@ sees a partial utterance), and reusing one moved ~3% of boundaries. A fresh deco
 was aligned before, and calls from several threads are independent (the Cython wrapper holds the
 GIL, so threads do not run pocketsphinx in parallel; use processes for throughput).
 
-Cost: ~0.1-0.15 s of one core per second of audio (two passes plus the senone dump).
+Measured (bench/gop_check.py, bench/results/gop_check.md; 200 test clips spread over the split):
+phone PCC/SCC against the experts' scores: lpp 0.268/0.194, log_post_mean 0.279/0.207,
+score_per_frame 0.267/0.195, lpp minus the best competitor 0.277/0.205; top-1 heard == canonical
+for 41% of phones (42% of phones labelled right, 9% of those labelled wrong). All 200 aligned.
+Word edges: espeak-ng words with known edges 97% within 0.1 s (median 0.023 s); on the corpus
+the first word starts within 0.1 s of Silero VAD's span for 95% of clips, the last word ends a
+median 0.08 s before it (60% within 0.1 s).
+
+Cost: 0.44 s of one core per utterance (3.9 s on average): CPU real-time factor 0.11.
 Tested with pocketsphinx 5.1.1 (Python 3.11) and written against the 5.0.4 API (Python 3.12):
 only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, hyp, n_frames.
 """
@@ -74,6 +82,7 @@ __all__ = [
     "CorpusFeatures",
     "align",
     "load_corpus_features",
+    "load_corpus_meta",
     "pocketsphinx_version",
 ]
 
@@ -104,8 +113,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     + ("log_frames", "score_per_frame", "log_post_mean", "top1_frac")
 )
 N_FEATURES = len(FEATURE_NAMES)
-_F_LOG_FRAMES = FEATURE_NAMES.index("log_frames")
-
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -263,7 +270,7 @@ class _Fail(Exception):
 
 
 def _decode(pcm: bytes, names: list[str], prons: list[str], beams: dict | None, n_phones_per_word: list[int]):
-    """Two-pass forced alignment on a fresh decoder; -> (word segs, phone segs, log posteriors)."""
+    """Two-pass forced alignment on a fresh decoder -> (word segs, phone segs, (T, n_sen) senone scores)."""
     import pocketsphinx
 
     hmm, order, offsets, n_sen = _model()
@@ -469,6 +476,7 @@ class CorpusFeatures:
     word_end: np.ndarray
     heard: np.ndarray  # (n_phones, 3) int8 indices into PHONES (-1 in the fallback)
     heard_p: np.ndarray  # (n_phones, 3) float32
+    split: str = ""  # "train" / "test"
 
 
 def load_corpus_features(path: str | os.PathLike) -> dict[str, CorpusFeatures]:
@@ -482,12 +490,13 @@ def load_corpus_features(path: str | os.PathLike) -> dict[str, CorpusFeatures]:
         feats, start, end, word = z["features"], z["start"], z["end"], z["word"]
         ws, we, ok, reason = z["word_start"], z["word_end"], z["ok"], z["reason"].tolist()
         symbols, heard, heard_p = z["symbols"].tolist(), z["heard"], z["heard_p"]
+        splits = z["utt_split"].tolist() if "utt_split" in z.files else [str(z["split"])] * len(utts)
     out = {}
     for i, u in enumerate(utts):
         a, b, c, d = po[i], po[i + 1], wo[i], wo[i + 1]
         out[u] = CorpusFeatures(
             bool(ok[i]), reason[i], tuple(symbols[a:b]), word[a:b], start[a:b], end[a:b], feats[a:b],
-            ws[c:d], we[c:d], heard[a:b], heard_p[a:b],
+            ws[c:d], we[c:d], heard[a:b], heard_p[a:b], splits[i],
         )  # fmt: skip
     return out
 

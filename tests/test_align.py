@@ -219,4 +219,4 @@ def test_corpus_file_roundtrip(clips, aligned, tmp_path):
         np.testing.assert_allclose(g.start, [p.start for p in al.phones], atol=1e-6)
         np.testing.assert_allclose(g.word_end, [w.end for w in al.words], atol=1e-6)
         assert [A.PHONES[i] for i in g.heard[0] if i >= 0] == [h for h, _ in al.phones[0].heard]
-    assert got["bad"].reason == bad.reason
+    assert got["bad"].reason == bad.reason and got["bad"].split == "test"
