@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict:
     records = records[: args.n] if args.first else records[:: max(1, len(records) // args.n)][: args.n]
     feats, labels, canon, heard1, spk = [], [], [], [], []
     kept, failed, t_align, cpu_align, audio_s = [], [], 0.0, 0.0, 0.0
+    word_x, word_y = [], []
+    names_i = {n: i for i, n in enumerate(A.FEATURE_NAMES)}
     for i, r in enumerate(records):
         audio = r.audio()
         t, c = time.perf_counter(), time.process_time()
@@ -203,7 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
             failed.append((r.utt_id, al.reason))
             continue
         scores = [ph.score for w in r.labels.words for ph in w.phones]
-        for p, s, row in zip(al.phones, scores, al.features()):
+        f = al.features()
+        for wi, w in enumerate(r.labels.words):
+            if w.accuracy is not None:
+                rows_w = [k for k, p in enumerate(al.phones) if p.word == wi]
+                word_x.append(f[rows_w][:, [0, names_i["log_post_mean"]]].mean(axis=0))
+                word_y.append(w.accuracy)
+        for p, s, row in zip(al.phones, scores, f):
             if s is None:
                 continue
             feats.append(row)
@@ -234,6 +242,11 @@ def main(argv: list[str] | None = None) -> dict:
     rows["ridge_cv"] = (pcc(pred, y), scc(pred, y))
     print(f"| ridge (lambda 300) over all {A.N_FEATURES} features + phone identity, 5-fold CV by speaker | "
           f"{rows['ridge_cv'][0]:.3f} | {rows['ridge_cv'][1]:.3f} |")
+    wx, wy = np.array(word_x), np.array(word_y)
+    for k, name in enumerate(("lpp", "log_post_mean")):
+        rows[f"word_mean_{name}"] = (pcc(wx[:, k], wy), scc(wx[:, k], wy))
+        print(f"| word accuracy (0-10) vs mean {name} over the word's phones ({len(wy)} words) | "
+              f"{rows[f'word_mean_{name}'][0]:.3f} | {rows[f'word_mean_{name}'][1]:.3f} |")
     print(f"\ntop-1 heard == canonical: {heard1.mean():.3f} of {len(y)} phones")
     for lo, hi, tag in ((0, 0.5, "label < 0.5 (wrong)"), (0.5, 1.5, "0.5-1.5 (accented)"), (1.5, 2.01, ">= 1.5 (right)")):
         m = (y >= lo) & (y < hi)
