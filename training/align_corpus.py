@@ -1,19 +1,20 @@
 """Align every utterance of a Speechocean762 split with pocketsphinx and save the phone features.
 
-    python -m training.align_corpus --split train --workers 16 --out results/align/train.npz
+    python -m training.align_corpus --split all --workers 16 --out results/align/so762.npz   # 5,000 utts
     python -m training.align_corpus --split test --workers 1 --limit 50 --out /tmp/test50.npz
 
 One compressed .npz (read it with `apa.align.load_corpus_features`), no pickles. Phones of all
 utterances are concatenated in corpus order; utterance i owns rows phone_offsets[i]:phone_offsets[i+1]
 (words: word_offsets likewise):
 
-    utt_ids (U,) str, ok (U,) bool, reason (U,) str
+    utt_ids (U,) str, utt_split (U,) str ("train"/"test"), ok (U,) bool, reason (U,) str
     phone_offsets (U+1,) int64, word_offsets (U+1,) int64
     symbols (P,) str (reference phones with stress digits), word (P,) int16 (index within the utterance)
     start, end (P,) float32 seconds; features (P, F) float32, columns feature_names
     heard (P, 3) int8 indices into `phones` (-1: none), heard_p (P, 3) float32
     word_start, word_end (W,) float32 seconds
-    feature_names (F,) str, phones (40,) str, pocketsphinx_version, split, created (str scalars)
+    feature_names (F,) str, phones (40,) str, pocketsphinx_version, split ("train", "test" or
+    "train+test"), created (str scalars)
 
 Failed alignments are kept (ok False; their rows are the documented fallback of apa.align).
 """
@@ -70,7 +71,7 @@ def _pack(al, reason: str | None = None) -> dict:
     }
 
 
-def save(path: str | os.PathLike, results: dict[str, dict], split: str) -> Path:
+def save(path: str | os.PathLike, results: dict[str, dict], split: str, utt_split: list[str] | None = None) -> Path:
     """Write {utt_id: _pack(...)} (in the dict's order) as the .npz described in the module doc."""
     from apa.align import FEATURE_NAMES, N_FEATURES, PHONES, pocketsphinx_version
 
@@ -88,6 +89,7 @@ def save(path: str | os.PathLike, results: dict[str, dict], split: str) -> Path:
     np.savez_compressed(
         path,
         utt_ids=np.array(utts, dtype=str),
+        utt_split=np.array(utt_split if utt_split is not None else [split] * len(utts), dtype=str),
         ok=np.array([r["ok"] for r in rows], bool),
         reason=np.array([r["reason"] for r in rows], dtype=str),
         phone_offsets=po,
@@ -113,7 +115,7 @@ def save(path: str | os.PathLike, results: dict[str, dict], split: str) -> Path:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(prog="python -m training.align_corpus", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="Speechocean762 root (default ../shared/speechocean762)")
-    ap.add_argument("--split", default="test", choices=["train", "test"])
+    ap.add_argument("--split", default="test", choices=["train", "test", "all"], help="all: train then test")
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     ap.add_argument("--workers", type=int, default=1, help="processes (one core each)")
     ap.add_argument("--out", required=True, help="output .npz")
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     from apa.config import corpus_dir
     from apa.data import load_split
 
-    records = load_split(corpus_dir(args.data), args.split)
+    splits = ["train", "test"] if args.split == "all" else [args.split]
+    records = [r for sp in splits for r in load_split(corpus_dir(args.data), sp)]
     if args.limit:
         records = records[: args.limit]
     jobs = [(r.utt_id, r.audio_source, r.reference) for r in records]
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         if pool is not None:
             pool.shutdown()
     elapsed = time.perf_counter() - t0
-    path = save(args.out, {r.utt_id: results[r.utt_id] for r in records}, args.split)
+    path = save(args.out, {r.utt_id: results[r.utt_id] for r in records}, "+".join(splits), [r.split for r in records])
     failed = [u for u, r in results.items() if not r["ok"]]
     summary = {
         "out": str(path),
