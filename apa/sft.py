@@ -3,7 +3,7 @@
 An example is (audio, reference, target slot values). The collator runs the processor on
 the chat prompts (which expands the audio placeholder and computes log-mel features), then
 appends the target tokens, built piece by piece exactly as the decoder feeds them
-(`apa.model.encode_target`). Labels are -100 on the prompt, on padding and on slots whose
+(`apa.decoding.tokens.encode_target`). Labels are -100 on the prompt, on padding and on slots whose
 label is missing; the loss is on the target and the end-of-turn token.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from apa.audio import SAMPLE_RATE
 from apa.data import Record
-from apa.model import PieceTokenizer, chat_text, encode_target
+from apa.decoding.tokens import PieceTokenizer, chat_text, encode_target
 from apa.prompts import build_template, format_score, slot_value, slots
 
 IGNORE_INDEX = -100

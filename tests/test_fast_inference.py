@@ -1,4 +1,4 @@
-"""The fast CPU inference path (apa.model, DecodeOptions(fast=True)) against the stock path, on the
+"""The fast CPU inference path (apa.decoding, DecodeOptions(fast=True)) against the reference decoder, on the
 tiny random model: features and audio encoder on the real length, lean decoder forward, speculative
 template decoding with side probe tokens."""
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import apa.model as M
-from apa.model import AudioLMMScorer, DecodeOptions, audio_token_count, chat_text, encode_audio_fast, log_mel_features
+import apa.decoding.speculative as S
+from apa.decoding import HFDecoder, LeanDecoder, audio_token_count, chat_text, encode_audio_fast, log_mel_features
+from apa.scorer import AudioLMMScorer, DecodeOptions
 
 REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("IT", ("IH0", "T")), ("BEAR", ("B", "EH0", "R")))
 REF2 = (("ZERO", ("Z", "IH1", "R", "OW0")), ("ONE", ("W", "AH1", "N")))
@@ -86,7 +87,7 @@ def test_fast_encoder_matches_stock_masked_encoder(fast, seconds):
 
 def test_prompt_ids_match_processor(fast):
     audio = _clip(2.2, 3)
-    plan = fast._plan(REF)
+    plan = fast.plan(REF)
     inputs = fast.processor(text=[chat_text(fast.processor, REF)], audio=[audio], sampling_rate=16000, return_tensors="pt")
     _, n = log_mel_features(fast.processor.feature_extractor, audio)
     a = plan.audio_at
@@ -121,13 +122,13 @@ def test_fast_decoder_with_small_windows_and_hf_fallback(fast, naive, monkeypatc
     ref = naive.read_slots([clip], [REF])[0]
     passes = []
     for cost, first in ((0, 1), (10_000, 1), (10_000, 10_000)):  # one slot a pass ... everything at once
-        monkeypatch.setattr(M, "PASS_COST_TOKENS", cost)
-        monkeypatch.setattr(M, "FAST_FIRST_WINDOW", first)
+        monkeypatch.setattr(S, "PASS_COST_TOKENS", cost)
+        monkeypatch.setattr(S, "FAST_FIRST_WINDOW", first)
         _assert_same(fast.read_slots([clip], [REF])[0], ref)
         passes.append(fast.stats["passes"])
     assert passes[0] > passes[1] >= passes[2] >= 2, passes
-    hf = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(fast=True))
-    hf._dec = M._HFDecoder(fast.model.model.language_model, fast.model.lm_head)
+    hf = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(fast=True),
+                        backend=HFDecoder(fast.model.model.language_model, fast.model.lm_head))
     _assert_same(hf.read_slots([clip], [REF])[0], ref)
 
 
@@ -135,7 +136,7 @@ def test_lean_decoder_matches_transformers_forward(fast):
     """Hidden states of the lean forward (main + side tokens, a cache in between) equal
     transformers' LlamaModel forward on the same sequences."""
     lm = fast.model.model.language_model
-    dec = M._LeanDecoder.build(lm, fast.model.lm_head)
+    dec = LeanDecoder.build(lm, fast.model.lm_head)
     assert dec is not None
     torch.manual_seed(0)
     ids = torch.randint(0, 49000, (40,))
@@ -158,7 +159,7 @@ def test_lean_decoder_refuses_unmerged_lora(tiny_dir):
     base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
     peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=r".*language_model.*\.q_proj$"))
     inner = peft_model.base_model.model
-    assert M._LeanDecoder.build(inner.model.language_model, inner.lm_head) is None
+    assert LeanDecoder.build(inner.model.language_model, inner.lm_head) is None
 
 
 def test_assess_fast_equals_naive(fast, naive):
@@ -180,7 +181,7 @@ def test_very_short_audio(fast, naive, samples):
 
 # ---- several clips at once (the GPU path, run here on the CPU) --------------------------------
 def test_batch_encoder_matches_clip_by_clip(fast):
-    from apa.model import encode_audio_batch, log_mel_features_batch
+    from apa.decoding import encode_audio_batch, log_mel_features_batch
 
     clips = [_clip(s, i) for i, s in enumerate((2.0, 0.01, 5.3, 1.1))]
     feats, ns = log_mel_features_batch(fast.processor.feature_extractor, clips)
