@@ -173,7 +173,8 @@ class AudioLMMScorer:
         bs = self.options.batch_size
         for i in range(0, n, bs):
             idx = order[i : i + bs]
-            batch = self.read_slots([audios[j] for j in idx], [references[j] for j in idx], plans=[plans[j] for j in idx])
+            batch = self.read_slots([audios[j] for j in idx], [references[j] for j in idx],
+                                    plans=[plans[j] for j in idx])
             for j, r in zip(idx, batch):
                 out[j] = r
             if progress is not None:
@@ -236,7 +237,8 @@ def to_assessment(reference: Reference, readings: Sequence[SlotReading], mode: s
         Word(text=w, phones=tuple(Phone(p, take() / PHONE_SCALE) for p in phones), **word_vals[i])
         for i, (w, phones) in enumerate(reference)
     )
-    return Assessment(text=" ".join(w for w, _ in reference), sentence=sentence, words=words, model=model, extra={"mode": mode})
+    return Assessment(text=" ".join(w for w, _ in reference), sentence=sentence, words=words, model=model,
+                      extra={"mode": mode})
 
 
 # ---- adapters and the default model ---------------------------------------------------------

@@ -25,7 +25,9 @@ def tree_mask(n_keys: int, lim: torch.Tensor, own: torch.Tensor) -> torch.Tensor
     return (cols < lim[..., None]) | (cols == own[..., None])
 
 
-def sequence_limits(past: int, T: int, n_main: int, side_lim: Sequence[int], device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_limits(
+    past: int, T: int, n_main: int, side_lim: Sequence[int], device: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(lim, own) (T,) of a pass of T tokens on a cache holding `past`: main token t sees
     everything before it; side token s the first side_lim[s] entries; each token itself."""
     own = past + torch.arange(T, device=device)
@@ -171,9 +173,11 @@ class LeanDecoder:
         p = self.layers[0][1].weight
         if batch is None:
             shape = (len(self.layers), self.n_kv, max_len, self.head_dim)
-            return torch.empty(shape, dtype=p.dtype, device=p.device), torch.empty(shape, dtype=p.dtype, device=p.device)
-        shape = (len(self.layers), batch, self.n_kv, max_len, self.head_dim)
-        return torch.zeros(shape, dtype=p.dtype, device=p.device), torch.zeros(shape, dtype=p.dtype, device=p.device)
+            make = torch.empty
+        else:
+            shape = (len(self.layers), batch, self.n_kv, max_len, self.head_dim)
+            make = torch.zeros
+        return make(shape, dtype=p.dtype, device=p.device), make(shape, dtype=p.dtype, device=p.device)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.embed_tokens(ids)

@@ -68,7 +68,8 @@ class ReferenceDecoder:
         while any(feeds):
             logits, mask, next_pos = self._step(feeds, cache, mask, next_pos, stats)  # (B, vocab) at last fed token
             logp = torch.log_softmax(logits.float(), -1)
-            at_slot = [b for b in range(B) if feeds[b] and cursors[b] < len(templates[b]) and isinstance(templates[b][cursors[b]], Slot)]
+            at_slot = [b for b in range(B)
+                       if feeds[b] and cursors[b] < len(templates[b]) and isinstance(templates[b][cursors[b]], Slot)]
             tries = {b: self.trie(templates[b][cursors[b]].values) for b in at_slot}
             probe_lp = self._probes(at_slot, tries, cache, mask, next_pos, stats)
             new_feeds: list[list[int]] = [[] for _ in range(B)]
@@ -103,7 +104,8 @@ class ReferenceDecoder:
         return probe_lp
 
     def _step(
-        self, feeds: list[list[int]], cache: Any, mask: torch.Tensor, next_pos: torch.Tensor, stats: MutableMapping[str, int]
+        self, feeds: list[list[int]], cache: Any, mask: torch.Tensor, next_pos: torch.Tensor,
+        stats: MutableMapping[str, int],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Feed a ragged batch of token lists (right-padded, pads masked) through the LLM.
 
@@ -119,7 +121,8 @@ class ReferenceDecoder:
                 new_mask[b, : len(f)] = 1
         positions = next_pos[:, None] + torch.arange(T, device=dev)[None, :]
         full_mask = torch.cat([mask, new_mask], dim=1)
-        out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        out = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache,
+                         use_cache=True)
         stats["forwards"] = stats.get("forwards", 0) + 1
         stats["llm_tokens"] = stats.get("llm_tokens", 0) + B * T
         lens = torch.tensor([len(f) for f in feeds], device=dev)
