@@ -34,7 +34,7 @@ def fast(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def naive(fast):
+def reference(fast):
     return AudioLMMScorer(fast.model, fast.processor, name=fast.name, options=DecodeOptions(fast=False))
 
 
@@ -95,31 +95,31 @@ def test_prompt_ids_match_processor(fast):
     assert ids == inputs["input_ids"][0].tolist()
 
 
-def _assert_same(r_fast, r_naive, atol=1e-4):
-    assert len(r_fast) == len(r_naive)
-    for x, y in zip(r_fast, r_naive):
+def _assert_same(r_fast, r_reference, atol=1e-4):
+    assert len(r_fast) == len(r_reference)
+    for x, y in zip(r_fast, r_reference):
         assert (x.kind, x.values) == (y.kind, y.values)
         assert x.greedy == y.greedy
         np.testing.assert_allclose(x.probs, y.probs, atol=atol)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_decoder_equals_naive(fast, naive, seed):
+def test_fast_decoder_equals_reference(fast, reference, seed):
     clips = [_clip(2.0 + seed, seed), _clip(1.2, 10 + seed)]
     refs = [REF, REF2]
     r_fast = fast.read_slots(clips, refs)
     stats = dict(fast.stats)
-    r_naive = naive.read_slots(clips, refs)
-    for a, b in zip(r_fast, r_naive):
+    r_reference = reference.read_slots(clips, refs)
+    for a, b in zip(r_fast, r_reference):
         _assert_same(a, b)
-    assert stats["passes"] >= 4 and stats["slots"] == sum(len(r) for r in r_naive)
+    assert stats["passes"] >= 4 and stats["slots"] == sum(len(r) for r in r_reference)
 
 
-def test_fast_decoder_with_small_windows_and_hf_fallback(fast, naive, monkeypatch):
+def test_fast_decoder_with_small_windows_and_hf_fallback(fast, reference, monkeypatch):
     """Every window policy, and transformers' own forward (4D mask) instead of the lean one,
     give the same readings."""
     clip = _clip(2.7, 5)
-    ref = naive.read_slots([clip], [REF])[0]
+    ref = reference.read_slots([clip], [REF])[0]
     passes = []
     for cost, first in ((0, 1), (10_000, 1), (10_000, 10_000)):  # one slot a pass ... everything at once
         monkeypatch.setattr(S, "PASS_COST_TOKENS", cost)
@@ -162,9 +162,9 @@ def test_lean_decoder_refuses_unmerged_lora(tiny_dir):
     assert LeanDecoder.build(inner.model.language_model, inner.lm_head) is None
 
 
-def test_assess_fast_equals_naive(fast, naive):
+def test_assess_fast_equals_reference(fast, reference):
     clip = _clip(1.8, 9)
-    a, b = fast.assess(clip, "WE CALL IT BEAR"), naive.assess(clip, "WE CALL IT BEAR")
+    a, b = fast.assess(clip, "WE CALL IT BEAR"), reference.assess(clip, "WE CALL IT BEAR")
     assert a.words == b.words or all(
         abs(x.accuracy - y.accuracy) < 1e-3 and abs(x.total - y.total) < 1e-3 for x, y in zip(a.words, b.words)
     )
@@ -172,11 +172,11 @@ def test_assess_fast_equals_naive(fast, naive):
 
 
 @pytest.mark.parametrize("samples", [100, 330, 800])
-def test_very_short_audio(fast, naive, samples):
+def test_very_short_audio(fast, reference, samples):
     """Down to no audio token at all (under 3 feature frames), as the processor counts them."""
     clip = _clip(1.0, 4)[:samples]
     ref2 = (("ONE", ("W", "AH1", "N")),)
-    _assert_same(fast.read_slots([clip], [ref2])[0], naive.read_slots([clip], [ref2])[0])
+    _assert_same(fast.read_slots([clip], [ref2])[0], reference.read_slots([clip], [ref2])[0])
 
 
 # ---- several clips at once (the GPU path, run here on the CPU) --------------------------------

@@ -19,7 +19,7 @@ decoding under the grammar emits; it is what is fed back) and `expected` (probab
 6. `speculative`: the prompt embeddings with the audio in place (`prompt_embeds`), then the
    template decoded a window of guessed slots per pass (`decode_clip`, `decode_clips` for many
    clips in one forward per pass).
-7. `reference`: the reference decoder, step by step through the stock model forward
+7. `reference`: the reference decoder, step by step through the model's own forward
    (`ReferenceDecoder`); the fast path gives the same readings (greedy values identical,
    probabilities equal to float rounding).
 

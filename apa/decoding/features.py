@@ -1,5 +1,5 @@
 """Log-mel features and the audio encoder on a clip's real length, not the processor's 30 s
-padding. Inference only: training keeps the stock `Qwen2AudioForConditionalGeneration` path.
+padding. Inference only: training runs `Qwen2AudioForConditionalGeneration` as it is.
 
 Frames are `feature_extractor.hop_length` samples apart (160 at 16 kHz: 100 frames a second);
 the processor pads every clip to `feature_extractor.n_samples` (30 s, 3000 frames).
@@ -67,7 +67,7 @@ def encode_audio_fast(model: Any, features: torch.Tensor, n_frames: int) -> torc
     """Projected audio embeddings (n_tokens, hidden) of one clip, the encoder run on its real length.
 
     features: (1, n_mels, F) or (n_mels, F) from `log_mel_features`; n_frames: its valid frames.
-    Equals the stock path (Qwen2AudioModel.forward: 3000 frames, padding masked in the encoder's
+    Equals the model's own path (Qwen2AudioModel.forward: 3000 frames, padding masked in the encoder's
     self-attention, then pooled, normed, projected and cut to the valid tokens) to float rounding:
     conv1/conv2 on the first n + 2 frames, keep the (n - 1) // 2 + 1 valid positions, add their
     position embeddings, run the layers with no mask (nothing to mask), 2x average pool, layer norm,
@@ -80,7 +80,7 @@ def encode_audio_fast(model: Any, features: torch.Tensor, n_frames: int) -> torc
 def encode_audio_batch(model: Any, features: torch.Tensor, n_frames: Sequence[int]) -> list[torch.Tensor]:
     """`encode_audio_fast` for a batch: features (B, n_mels, F) from `log_mel_features_batch`; the
     encoder runs on the longest clip's valid length with the others' padding masked in its
-    self-attention (as the stock path masks the 30 s padding). Returns [(n_tokens_b, hidden)]."""
+    self-attention (as Qwen2AudioModel.forward masks the 30 s padding). Returns [(n_tokens_b, hidden)]."""
     tower = model.model.audio_tower
     proj = model.model.multi_modal_projector
     n_tok = [audio_token_count(n) for n in n_frames]

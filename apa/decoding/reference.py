@@ -22,7 +22,7 @@ from apa.prompts import Reference, Slot, build_template
 
 
 class ReferenceDecoder:
-    """Step-by-step decoding of a batch of clips with the stock model forward.
+    """Step-by-step decoding of a batch of clips with the model's own (transformers) forward.
 
     model: a Qwen2AudioForConditionalGeneration; trie(values): the trie of a slot's values."""
 
