@@ -6,7 +6,7 @@ Start it:
     python app.py --host 0.0.0.0 --port 8080 --model DIR_OR_HUB_ID --adapter DIR|none
 
 `--model/--adapter` default to the env vars APA_MODEL / APA_ADAPTER, then to apa-mini with the
-shipped adapter (apa.model.load_scorer). `--host/--port` default to GRADIO_SERVER_NAME /
+shipped adapter (apa.scorer.load_scorer). `--host/--port` default to GRADIO_SERVER_NAME /
 GRADIO_SERVER_PORT when set (Hugging Face Spaces sets them to 0.0.0.0:7860), else
 127.0.0.1:7860. No share link; no extra `allowed_paths`.
 
@@ -128,7 +128,7 @@ def get_scorer() -> Any:
     if _scorer is None:
         with _scorer_lock:
             if _scorer is None:
-                from apa.model import load_scorer
+                from apa.scorer import load_scorer
 
                 model = _scorer_args["model"] or os.environ.get("APA_MODEL") or None
                 adapter = _scorer_args["adapter"] or os.environ.get("APA_ADAPTER") or None

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from apa.audio import AudioError, load_audio
-    from apa.model import DecodeOptions, load_scorer
+    from apa.scorer import DecodeOptions, load_scorer
     from apa.text import TextError, to_words
 
     try:  # check the cheap things before loading the model

@@ -10,9 +10,9 @@ What it does, per utterance (all on one fresh decoder, see "State" below):
    itself never matters (apostrophes, hyphens, homographs with other pronunciations).
 2. `set_align_text` + decode (word alignment, optional `<sil>`/noise fillers between words), then
    `set_alignment` + decode again (phone and HMM-state alignment). Both passes see the whole clip
-   (`full_utt=True`: batch cepstral mean over the clip, as the model's feat.params asks). The
-   second pass starts with the noise-removal statistics the first left (resetting them with
-   `start_stream()`, deprecated in 5.1, changed lpp's PCC by 0.003 on 200 clips: not done).
+   (`full_utt=True`: batch cepstral mean over the clip, as the model's feat.params asks), each
+   starting from reset noise-removal statistics (`start_stream()`; 5.1 calls it deprecated but it
+   still resets them), so both passes see the same features.
    `compallsen=True` makes every frame's scores of all 5,126 senones relative to that frame's best
    senone; `senlogdir` (a TemporaryDirectory, removed) dumps them; `bestpath=False` (with the
    default the state alignment failed on a 1-frame `<s>`).
@@ -56,7 +56,8 @@ median 0.08 s before it (60% within 0.1 s).
 
 Cost: 0.44 s of one core per utterance (3.9 s on average): CPU real-time factor 0.11.
 Tested with pocketsphinx 5.1.1 (Python 3.11) and written against the 5.0.4 API (Python 3.12):
-only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, hyp, n_frames.
+only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, hyp, n_frames,
+start_stream.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ import logging
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +116,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     + ("log_frames", "score_per_frame", "log_post_mean", "top1_frac")
 )
 N_FEATURES = len(FEATURE_NAMES)
+
+# start_stream() resets the noise-removal statistics; 5.1 calls it deprecated (it is not a no-op).
+warnings.filterwarnings("ignore", message=r"start_stream\(\) is deprecated", category=DeprecationWarning)
 
 
 # ---- results ---------------------------------------------------------------------------------
@@ -288,6 +293,7 @@ def _decode(pcm: bytes, names: list[str], prons: list[str], beams: dict | None, 
             for second in (False, True):
                 if second:
                     decoder.set_alignment()
+                decoder.start_stream()  # reset noise statistics: both passes see the same features
                 decoder.start_utt()
                 decoder.process_raw(pcm, full_utt=True)
                 decoder.end_utt()

@@ -3,7 +3,7 @@
 An example is (audio, reference, target slot values, optional phone evidence). The collator
 runs the processor on the chat prompts (which expands the audio placeholder and computes
 log-mel features), then appends the target tokens, built piece by piece exactly as the decoder
-feeds them (`apa.model.encode_target`). Labels are -100 on the prompt, on padding and on slots
+feeds them (`apa.decoding.tokens.encode_target`). Labels are -100 on the prompt, on padding and on slots
 whose label is missing; the loss is on the target and the end-of-turn token.
 
 With an `EvidenceConfig` (apa.evidence) the prompt carries each phone's match level ("text")
@@ -25,7 +25,7 @@ from transformers import Trainer
 from apa.audio import SAMPLE_RATE
 from apa.data import Record
 from apa.evidence import EvidenceConfig, EvidenceProjector
-from apa.model import PieceTokenizer, encode_target, evidence_prompt
+from apa.decoding.tokens import PieceTokenizer, encode_target, evidence_prompt
 from apa.prompts import MISSING, Slot, build_template, format_score, slot_value, slots
 
 BALANCED_KINDS = ("phone", "word.accuracy", "word.total")  # slots whose labels are mostly perfect

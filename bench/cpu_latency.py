@@ -1,17 +1,17 @@
-"""End-to-end CPU latency of `assess` (audio file -> Assessment, model already loaded), fast vs naive.
+"""End-to-end CPU latency of `assess` (audio file -> Assessment, model already loaded), fast vs reference.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m bench.cpu_latency [--runs 5] [--lengths 2 5 10 20]
-                                                          [--modes fast naive] [--out bench/results/cpu_latency.md]
+                                                          [--modes fast reference] [--out bench/results/cpu_latency.md]
 
 Clips are built from the Speechocean762 test split (../shared/speechocean762, or APA_SO762_DIR), see
 build_clips: a recorded utterance of the target length, else whole utterances concatenated as recorded and cut to
 the length, written as 16 kHz WAV files; the reference text is the texts of the utterances used (at most 40
 words, apa.text's limit). Each mode runs in its own process (so the peak memory is that mode's): it loads the scorer
-(apa.model.load_scorer, the default apa-mini; timed), scores one clip to warm up, then times `--runs` times per
+(apa.scorer.load_scorer, the default apa-mini; timed), scores one clip to warm up, then times `--runs` times per
 clip `apa.audio.load_audio(path)` + `scorer.assess(audio, text)`, the path app.py's /assess takes. Modes:
-"fast" = DecodeOptions(fast=True) (the default), "naive" = DecodeOptions(fast=False) (the stock path: 30 s
+"fast" = DecodeOptions(fast=True) (the default), "reference" = DecodeOptions(fast=False) (the reference decoder: 30 s
 encoder, one decode step per slot plus probe steps). Also reported: LLM forward calls ("steps") and tokens per
-assessment, and whether fast and naive agree (greedy values identical, max |expected difference|).
+assessment, and whether fast and reference agree (greedy values identical, max |expected difference|).
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("APA_SO762_DIR", REPO.parent / "shared" / "speechocean762"))
+from apa import config
+
+REPO = config.REPO_ROOT
+CORPUS = config.corpus_dir()
 MAX_WORDS = 40
 
 
@@ -80,7 +82,7 @@ def worker(mode: str, clips: list[dict], runs: int) -> dict:
     import torch
 
     from apa.audio import load_audio
-    from apa.model import DecodeOptions, load_scorer
+    from apa.scorer import DecodeOptions, load_scorer
     from apa.text import to_words
 
     t_import = time.perf_counter() - t_import
@@ -145,8 +147,8 @@ def render(results: dict[str, dict], runs: int, first_load: float) -> str:
     import torch
     import transformers
 
-    fast, naive = results.get("fast"), results.get("naive")
-    any_mode = fast or naive
+    fast, reference = results.get("fast"), results.get("reference")
+    any_mode = fast or reference
     lines = [
         "# CPU latency of `assess` (apa-mini): audio file -> result, model loaded",
         "",
@@ -161,16 +163,16 @@ def render(results: dict[str, dict], runs: int, first_load: float) -> str:
         f"- latency: median of {runs} runs of `load_audio(path)` + `scorer.assess(audio, text)` after one warm-up; "
         "clips are Speechocean762 test utterances (one of the length, or several concatenated) cut to length; "
         "'scored' = length after load_audio's silence trim",
-        "- fast = `DecodeOptions(fast=True)` (default); naive = `DecodeOptions(fast=False)` (stock path)",
+        "- fast = `DecodeOptions(fast=True)` (default); reference = `DecodeOptions(fast=False)` (the reference decoder)",
         "",
-        "| clip | scored | words / phones | naive median (s) | fast median (s) | speed-up | fast min-max (s) "
-        "| naive steps / tokens | fast passes / tokens (side) | greedy same | max abs(dE) |",
+        "| clip | scored | words / phones | reference median (s) | fast median (s) | speed-up | fast min-max (s) "
+        "| reference steps / tokens | fast passes / tokens (side) | greedy same | max abs(dE) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    clips = (fast or naive)["clips"]
+    clips = (fast or reference)["clips"]
     for i, c in enumerate(clips):
         f = fast["clips"][i] if fast else None
-        n = naive["clips"][i] if naive else None
+        n = reference["clips"][i] if reference else None
         same = dE = ratio = "-"
         if f and n:
             ratio = f"{n['median'] / f['median']:.1f}x"
@@ -191,7 +193,7 @@ def render(results: dict[str, dict], runs: int, first_load: float) -> str:
         lines.append(f"| {m} | {r['import_s']:.2f} | {r['load_s']:.2f} | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
     lines += [
         "",
-        "steps = LLM forward calls per assessment (naive: 1 prefill + 1 per forced stretch + 1 probe per 0-10 slot; "
+        "steps = LLM forward calls per assessment (reference: 1 prefill + 1 per forced stretch + 1 probe per 0-10 slot; "
         "fast: speculative passes); tokens = tokens through the LLM per assessment, side = probe tokens read off the "
         "sequence. Model load is measured in the mode's own process, after a throwaway process loaded the model once "
         f"(page cache warm); that first load took {first_load:.2f} s.",
@@ -203,7 +205,7 @@ def warm_up_process() -> float:
     """Load the model once in a throwaway process and return its load time (s), so that every
     mode's own load measures the same steady state (model files and the libraries' bytecode in
     the page cache) rather than which mode happened to run first on a cold machine."""
-    code = ("import time; from apa.model import load_scorer; t = time.perf_counter(); load_scorer(); "
+    code = ("import time; from apa.scorer import load_scorer; t = time.perf_counter(); load_scorer(); "
             "print('LOAD', time.perf_counter() - t)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     line = next((l for l in proc.stdout.splitlines() if l.startswith("LOAD ")), None)
@@ -216,9 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--lengths", type=float, nargs="+", default=[2, 5, 10, 20])
-    ap.add_argument("--modes", nargs="+", default=["fast", "naive"], choices=["fast", "naive"])
+    ap.add_argument("--modes", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_latency.md")
-    ap.add_argument("--worker", choices=["fast", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["fast", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--clips", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -66,7 +66,8 @@ def load_7b(processor_dir: Path, device: torch.device):
 
 
 def bench_decode(name, model, processor, records, audios, batch_size, rows, raw):
-    from apa.model import AudioLMMScorer, DecodeOptions, chat_text, encode_target
+    from apa.decoding import chat_text, encode_target
+    from apa.scorer import AudioLMMScorer, DecodeOptions
     from apa.prompts import build_template, slots
 
     # 1. latency: a 10-word sentence (the first test record with exactly 10 words, else the first)
@@ -186,7 +187,7 @@ def main() -> None:
     args = ap.parse_args()
     from apa.data import load_split
     from apa.mini import assemble_apa_mini
-    from apa.model import pick_device
+    from apa.config import pick_device
 
     dev = pick_device(args.device)
 
@@ -202,7 +203,7 @@ def main() -> None:
     if not args.skip_mini:
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-        from apa.model import AudioLMMScorer
+        from apa.scorer import AudioLMMScorer
 
         name, rows, raw = "apa-mini", [], {}
         scorer = AudioLMMScorer.from_pretrained(mini_dir, REPO / "assets" / "apa-mini-adapter", device=dev)

@@ -1,11 +1,11 @@
-"""Where does the time of one `assess` go? Stage timings (median of --runs) for the naive and the fast path on
+"""Where does the time of one `assess` go? Stage timings (median of --runs) for the reference and the fast path on
 one corpus clip, plus a cProfile listing of one call.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.profile_assess [--utt 003060306] [--runs 3] [--modes naive fast]
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.profile_assess [--utt 003060306] [--runs 3] [--modes reference fast]
                                                                [--cprofile fast] [--top 25]
 
 Stages are timed by wrapping the functions that do them (the wrappers cost microseconds):
-naive: processor (features padded to 30 s + tokenisation), audio encoder (30 s, padding masked), first model
+reference: processor (features padded to 30 s + tokenisation), audio encoder (30 s, padding masked), first model
 forward without the encoder (LLM prefill + LM head over every prompt position), decode steps (count, time);
 fast: load_audio is outside `assess` and timed apart; features, encoder (real length), LLM passes (count,
 tokens, time); the rest is Python (plans, slot probabilities, assembling the result).
@@ -21,10 +21,11 @@ import statistics
 import time
 import types
 from collections import defaultdict
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "speechocean762"
+from apa import config
+
+REPO = config.REPO_ROOT
+CORPUS = config.corpus_dir()
 
 
 class Timers:
@@ -56,14 +57,14 @@ class Timers:
 
 
 def stage_times(scorer, audio, text: str, runs: int, fast: bool) -> dict[str, tuple[float, int]]:
-    import apa.model as M
+    import apa.scorer as M  # the names the scorer calls
 
     timers = Timers()
     undo = []
     if fast:
         undo.append((M, "log_mel_features", timers.wrap(M, "log_mel_features", "features (real length)")))
         undo.append((M, "encode_audio_fast", timers.wrap(M, "encode_audio_fast", "audio encoder (real length)")))
-        dec = scorer._decoder()
+        dec = scorer.decoder
         undo.append((dec, "forward", timers.wrap(dec, "forward", "LLM passes")))
     else:
         proc = scorer.processor
@@ -122,8 +123,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--utt", default="003060306", help="test-split utterance id (default: a 5.5 s clip)")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--modes", nargs="+", default=["naive", "fast"], choices=["naive", "fast"])
-    ap.add_argument("--cprofile", choices=["naive", "fast", "none"], default="fast")
+    ap.add_argument("--modes", nargs="+", default=["reference", "fast"], choices=["reference", "fast"])
+    ap.add_argument("--cprofile", choices=["reference", "fast", "none"], default="fast")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
 
@@ -133,7 +134,7 @@ def main() -> None:
 
     from apa.audio import load_audio
     from apa.data import read_kaldi
-    from apa.model import AudioLMMScorer, DecodeOptions, load_scorer
+    from apa.scorer import AudioLMMScorer, DecodeOptions, load_scorer
 
     rec = next(r for r in read_kaldi(CORPUS, "test") if r.utt_id == args.utt)
     t = time.perf_counter()

@@ -517,12 +517,12 @@ def _exec_app_copy(name: str):
 
 
 def test_import_loads_no_model(monkeypatch):
-    import apa.model
+    import apa.scorer
 
     def boom(*a, **k):
         raise AssertionError("the model was loaded at import")
 
-    monkeypatch.setattr(apa.model, "load_scorer", boom)
+    monkeypatch.setattr(apa.scorer, "load_scorer", boom)
     monkeypatch.delenv("SPACE_ID", raising=False)
     mod = _exec_app_copy("app_plain_import")
     assert mod._scorer is None and isinstance(mod.demo, gr.Blocks)
@@ -535,9 +535,9 @@ def test_get_scorer_loads_once_with_env(monkeypatch):
         calls.append((model, adapter))
         return FakeScorer()
 
-    import apa.model
+    import apa.scorer
 
-    monkeypatch.setattr(apa.model, "load_scorer", fake_load)
+    monkeypatch.setattr(apa.scorer, "load_scorer", fake_load)
     monkeypatch.setattr(app, "_scorer", None)
     monkeypatch.setattr(app, "_scorer_args", {"model": None, "adapter": None})
     monkeypatch.setenv("APA_MODEL", "env-model")
@@ -586,10 +586,10 @@ def test_cli_flags_and_launch(monkeypatch):
 
 
 def test_space_preloads_model_at_import(monkeypatch):
-    import apa.model
+    import apa.scorer
 
     loaded = []
-    monkeypatch.setattr(apa.model, "load_scorer", lambda m=None, a=None, **k: loaded.append(1) or FakeScorer())
+    monkeypatch.setattr(apa.scorer, "load_scorer", lambda m=None, a=None, **k: loaded.append(1) or FakeScorer())
     monkeypatch.setenv("SPACE_ID", "someone/pronunciation-coach")
     mod = _exec_app_copy("app_on_space")
     assert loaded == [1] and isinstance(mod._scorer, FakeScorer)

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from apa.align import FEATURE_NAMES
 from apa.evidence import N_LEVELS, EvidenceConfig, EvidenceProjector, fit_config, token_positions
 from apa.prompts import build_prompt, build_prompt_spans
 
 REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("THIRTY", ("TH", "ER1", "T", "IY0")))
 N_PH = 9
-NAMES = ("lpp", "dur", "x")
+NAMES = FEATURE_NAMES  # lpp first
 
 
 def _features(seed: int, n: int = N_PH) -> np.ndarray:
@@ -49,9 +50,11 @@ def test_prompt_levels_follow_each_phone():
 
 
 def test_levels_are_quantile_buckets_and_config_roundtrips(tmp_path):
-    feats = [np.column_stack([np.linspace(-10, 0, 100), np.ones(100), np.zeros(100)])]
-    cfg = fit_config(feats, NAMES, "both")
-    lv = cfg.levels(np.array([[-10.0, 1, 0], [-5.0, 1, 0], [0.0, 1, 0], [np.nan, 1, 0]]))
+    def rows(lpp):
+        return np.column_stack([lpp, np.ones((len(lpp), len(NAMES) - 1))])
+
+    cfg = fit_config([rows(np.linspace(-10, 0, 100))], NAMES, "both")
+    lv = cfg.levels(rows(np.array([-10.0, -5.0, 0.0, np.nan])))
     assert lv[0] == 0 and lv[2] == N_LEVELS - 1 and 3 <= lv[1] <= 6 and lv[3] is None
     cfg.save(tmp_path)
     assert EvidenceConfig.load(tmp_path) == cfg
@@ -61,11 +64,11 @@ def test_levels_are_quantile_buckets_and_config_roundtrips(tmp_path):
 
 
 def test_token_positions_land_on_each_phone_entry(processor):
-    from apa.model import chat_text
+    from apa.decoding.tokens import chat_text
 
     for levels in ([1, 2, 3, 4, 5, 6, 7, 8, None], None):
         prompt, spans = build_prompt_spans(REF, levels)
-        chat = chat_text(processor, REF, prompt=prompt)
+        chat = chat_text(processor, REF, rubric=prompt)
         ids, pos = token_positions(processor.tokenizer, chat, prompt, spans)
         assert ids == processor.tokenizer(chat)["input_ids"]
         assert len(pos) == N_PH and pos == sorted(pos) and len(set(pos)) == N_PH
@@ -141,7 +144,7 @@ def evidence_adapter(tiny_dir, tmp_path_factory):
 
 
 def test_scorer_reads_evidence_and_batches_it_like_single_clips(tiny_dir, evidence_adapter):
-    from apa.model import AudioLMMScorer, DecodeOptions
+    from apa.scorer import AudioLMMScorer, DecodeOptions
 
     one = AudioLMMScorer.from_pretrained(tiny_dir, evidence_adapter, device="cpu", options=DecodeOptions(batch_clips=False))
     together = AudioLMMScorer.from_pretrained(tiny_dir, evidence_adapter, device="cpu", options=DecodeOptions(batch_clips=True))
@@ -153,12 +156,12 @@ def test_scorer_reads_evidence_and_batches_it_like_single_clips(tiny_dir, eviden
     base = one.read_slots(clips, refs, evidence=ev)
     other = one.read_slots(clips, refs, evidence=[_features(9), _features(10, 5)])
     assert any(not np.allclose(a.probs, b.probs, atol=1e-4) for a, b in zip(base[0], other[0])), "evidence had no effect"
-    unknown = one.read_slots(clips, refs, evidence=[np.full((N_PH, 3), np.nan, np.float32), np.full((5, 3), np.nan, np.float32)])
+    unknown = one.read_slots(clips, refs, evidence=[np.full((N_PH, len(NAMES)), np.nan, np.float32), np.full((5, len(NAMES)), np.nan, np.float32)])
     assert all(np.isfinite(r.probs).all() for r in unknown[0])
     for x, y in zip(together.read_slots(clips, refs, evidence=ev), base):
         for a, b in zip(x, y):
             np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
-    with pytest.raises(ValueError, match="stock decoder"):
+    with pytest.raises(ValueError, match="reference decoder"):
         AudioLMMScorer.from_pretrained(tiny_dir, evidence_adapter, device="cpu", options=DecodeOptions(fast=False)).read_slots(clips, refs, evidence=ev)
 
 

@@ -1,4 +1,4 @@
-"""The fast CPU inference path (apa.model, DecodeOptions(fast=True)) against the stock path, on the
+"""The fast CPU inference path (apa.decoding, DecodeOptions(fast=True)) against the reference decoder, on the
 tiny random model: features and audio encoder on the real length, lean decoder forward, speculative
 template decoding with side probe tokens."""
 
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-import apa.model as M
-from apa.model import AudioLMMScorer, DecodeOptions, audio_token_count, chat_text, encode_audio_fast, log_mel_features
+import apa.decoding.speculative as S
+from apa.decoding import HFDecoder, LeanDecoder, audio_token_count, chat_text, encode_audio_fast, log_mel_features
+from apa.scorer import AudioLMMScorer, DecodeOptions
 
 REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("IT", ("IH0", "T")), ("BEAR", ("B", "EH0", "R")))
 REF2 = (("ZERO", ("Z", "IH1", "R", "OW0")), ("ONE", ("W", "AH1", "N")))
@@ -33,7 +34,7 @@ def fast(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def naive(fast):
+def reference(fast):
     return AudioLMMScorer(fast.model, fast.processor, name=fast.name, options=DecodeOptions(fast=False))
 
 
@@ -86,7 +87,7 @@ def test_fast_encoder_matches_stock_masked_encoder(fast, seconds):
 
 def test_prompt_ids_match_processor(fast):
     audio = _clip(2.2, 3)
-    plan = fast._plan(REF)
+    plan = fast.plan(REF)
     inputs = fast.processor(text=[chat_text(fast.processor, REF)], audio=[audio], sampling_rate=16000, return_tensors="pt")
     _, n = log_mel_features(fast.processor.feature_extractor, audio)
     a = plan.audio_at
@@ -94,40 +95,40 @@ def test_prompt_ids_match_processor(fast):
     assert ids == inputs["input_ids"][0].tolist()
 
 
-def _assert_same(r_fast, r_naive, atol=1e-4):
-    assert len(r_fast) == len(r_naive)
-    for x, y in zip(r_fast, r_naive):
+def _assert_same(r_fast, r_reference, atol=1e-4):
+    assert len(r_fast) == len(r_reference)
+    for x, y in zip(r_fast, r_reference):
         assert (x.kind, x.values) == (y.kind, y.values)
         assert x.greedy == y.greedy
         np.testing.assert_allclose(x.probs, y.probs, atol=atol)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fast_decoder_equals_naive(fast, naive, seed):
+def test_fast_decoder_equals_reference(fast, reference, seed):
     clips = [_clip(2.0 + seed, seed), _clip(1.2, 10 + seed)]
     refs = [REF, REF2]
     r_fast = fast.read_slots(clips, refs)
     stats = dict(fast.stats)
-    r_naive = naive.read_slots(clips, refs)
-    for a, b in zip(r_fast, r_naive):
+    r_reference = reference.read_slots(clips, refs)
+    for a, b in zip(r_fast, r_reference):
         _assert_same(a, b)
-    assert stats["passes"] >= 4 and stats["slots"] == sum(len(r) for r in r_naive)
+    assert stats["passes"] >= 4 and stats["slots"] == sum(len(r) for r in r_reference)
 
 
-def test_fast_decoder_with_small_windows_and_hf_fallback(fast, naive, monkeypatch):
+def test_fast_decoder_with_small_windows_and_hf_fallback(fast, reference, monkeypatch):
     """Every window policy, and transformers' own forward (4D mask) instead of the lean one,
     give the same readings."""
     clip = _clip(2.7, 5)
-    ref = naive.read_slots([clip], [REF])[0]
+    ref = reference.read_slots([clip], [REF])[0]
     passes = []
     for cost, first in ((0, 1), (10_000, 1), (10_000, 10_000)):  # one slot a pass ... everything at once
-        monkeypatch.setattr(M, "PASS_COST_TOKENS", cost)
-        monkeypatch.setattr(M, "FAST_FIRST_WINDOW", first)
+        monkeypatch.setattr(S, "PASS_COST_TOKENS", cost)
+        monkeypatch.setattr(S, "FAST_FIRST_WINDOW", first)
         _assert_same(fast.read_slots([clip], [REF])[0], ref)
         passes.append(fast.stats["passes"])
     assert passes[0] > passes[1] >= passes[2] >= 2, passes
-    hf = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(fast=True))
-    hf._dec = M._HFDecoder(fast.model.model.language_model, fast.model.lm_head)
+    hf = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(fast=True),
+                        backend=HFDecoder(fast.model.model.language_model, fast.model.lm_head))
     _assert_same(hf.read_slots([clip], [REF])[0], ref)
 
 
@@ -135,7 +136,7 @@ def test_lean_decoder_matches_transformers_forward(fast):
     """Hidden states of the lean forward (main + side tokens, a cache in between) equal
     transformers' LlamaModel forward on the same sequences."""
     lm = fast.model.model.language_model
-    dec = M._LeanDecoder.build(lm, fast.model.lm_head)
+    dec = LeanDecoder.build(lm, fast.model.lm_head)
     assert dec is not None
     torch.manual_seed(0)
     ids = torch.randint(0, 49000, (40,))
@@ -158,12 +159,12 @@ def test_lean_decoder_refuses_unmerged_lora(tiny_dir):
     base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
     peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=r".*language_model.*\.q_proj$"))
     inner = peft_model.base_model.model
-    assert M._LeanDecoder.build(inner.model.language_model, inner.lm_head) is None
+    assert LeanDecoder.build(inner.model.language_model, inner.lm_head) is None
 
 
-def test_assess_fast_equals_naive(fast, naive):
+def test_assess_fast_equals_reference(fast, reference):
     clip = _clip(1.8, 9)
-    a, b = fast.assess(clip, "WE CALL IT BEAR"), naive.assess(clip, "WE CALL IT BEAR")
+    a, b = fast.assess(clip, "WE CALL IT BEAR"), reference.assess(clip, "WE CALL IT BEAR")
     assert a.words == b.words or all(
         abs(x.accuracy - y.accuracy) < 1e-3 and abs(x.total - y.total) < 1e-3 for x, y in zip(a.words, b.words)
     )
@@ -171,16 +172,16 @@ def test_assess_fast_equals_naive(fast, naive):
 
 
 @pytest.mark.parametrize("samples", [100, 330, 800])
-def test_very_short_audio(fast, naive, samples):
+def test_very_short_audio(fast, reference, samples):
     """Down to no audio token at all (under 3 feature frames), as the processor counts them."""
     clip = _clip(1.0, 4)[:samples]
     ref2 = (("ONE", ("W", "AH1", "N")),)
-    _assert_same(fast.read_slots([clip], [ref2])[0], naive.read_slots([clip], [ref2])[0])
+    _assert_same(fast.read_slots([clip], [ref2])[0], reference.read_slots([clip], [ref2])[0])
 
 
 # ---- several clips at once (the GPU path, run here on the CPU) --------------------------------
 def test_batch_encoder_matches_clip_by_clip(fast):
-    from apa.model import encode_audio_batch, log_mel_features_batch
+    from apa.decoding import encode_audio_batch, log_mel_features_batch
 
     clips = [_clip(s, i) for i, s in enumerate((2.0, 0.01, 5.3, 1.1))]
     feats, ns = log_mel_features_batch(fast.processor.feature_extractor, clips)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from apa.model import AudioLMMScorer, DecodeOptions, PieceTokenizer, _build_trie, chat_text, encode_target, to_assessment
+from apa.decoding import PieceTokenizer, build_trie, chat_text, encode_target
+from apa.scorer import AudioLMMScorer, DecodeOptions, to_assessment
 from apa.parsing import parse
 from apa.prompts import build_template, render, slots
 
@@ -54,7 +55,7 @@ def test_target_tokens_are_pieces_and_mask_missing(tiny):
 
 def test_slot_values_tokenise_to_a_valid_trie(tiny):
     pieces = PieceTokenizer(tiny.tokenizer)
-    trie = _build_trie(tuple(str(i) for i in range(11)), pieces)
+    trie = build_trie(tuple(str(i) for i in range(11)), pieces)
     assert len(trie.values) == 11 and sum(len(b) for b in trie.branches.values()) == 11
 
 

@@ -899,18 +899,18 @@ def assert_same_result(a: dict, b: dict, tol: float) -> None:
             assert la[k] == lb[k], (k, la[k], lb[k])
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "stock"])
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "reference"])
 def test_model_state_survives_an_exception_inside_decoding(tiny_model_dir, monkeypatch, fast):
     """The real scorer (a tiny random apa-mini) fails inside decoding (in attention: the audio
     encoder, the prompt, a slot pass, the last pass): the next assessments equal the one before.
 
-    Exactly for the stock decoder. The fast decoder's scores move by ~1e-8 between calls even
+    Exactly for the reference decoder. The fast decoder's scores move by ~1e-8 between calls even
     without faults (its speculative windows adapt from call to call, so its passes are shaped,
     and rounded, differently): there the bound is 1e-6, far below any visible score change and
     far below what a stale cache or a half-updated plan would do."""
     import torch
 
-    from apa.model import AudioLMMScorer, DecodeOptions
+    from apa.scorer import AudioLMMScorer, DecodeOptions
 
     scorer = AudioLMMScorer.from_pretrained(tiny_model_dir, device="cpu", options=DecodeOptions(batch_size=4, fast=fast))
     tol = 1e-6 if fast else 0.0

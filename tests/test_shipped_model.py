@@ -26,7 +26,7 @@ N = 16
 @pytest.fixture(scope="module")
 def scored(so762_dir):
     from apa.data import read_kaldi
-    from apa.model import DecodeOptions, load_scorer
+    from apa.scorer import DecodeOptions, load_scorer
 
     records = sorted(read_kaldi(so762_dir, "test"), key=lambda r: (r.labels.sentence.total, r.utt_id))
     picked = [records[i] for i in np.linspace(0, len(records) - 1, N).round().astype(int)]

@@ -1,6 +1,7 @@
 """Score the test split with a model (+ adapter, or none for zero-shot) and measure it.
 
-    python -m training.evaluate --adapter assets/apa-mini-adapter --out results/apa-mini
+    python -m training.evaluate --out results/apa-mini                  # apa-mini + the shipped adapter
+    python -m training.evaluate --adapter none --out results/zero-shot  # the bare base model
 
 Writes into --out: predictions.jsonl (utterance id, greedy and expected-value assessments),
 metrics.md and metrics.json (nine aspects x PCC/SCC/RMSE, for both readings), and one scatter
@@ -26,7 +27,9 @@ import torch
 
 from apa.data import LABEL_SNAPSHOT, load_split
 from apa.metrics import ASPECTS, evaluate, pairs, to_dict, to_markdown
-from apa.model import MODES, AudioLMMScorer, DecodeOptions, SlotReading, to_assessment
+from apa import config
+from apa.decoding import SlotReading
+from apa.scorer import MODES, AudioLMMScorer, DecodeOptions, to_assessment
 
 CONTROLS = ("silence", "none")
 
@@ -53,36 +56,43 @@ def scatter_plots(preds, labels, out: Path, title: str) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `main`."""
     ap = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=None, help="Hub id or dir (default: apa-mini)")
-    ap.add_argument("--adapter", default=None, help="PEFT adapter dir, or 'none' for zero-shot")
-    ap.add_argument("--data", default=None, help="Speechocean762 root (default ../shared/speechocean762)")
+    ap.add_argument("--model", default=None, help=config.MODEL_HELP)
+    ap.add_argument("--adapter", default=None, help=config.ADAPTER_HELP + "; 'none' scores zero-shot")
+    ap.add_argument("--data", default=None, help="Speechocean762 root (default: $APA_SO762_DIR, else ../shared/speechocean762)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
     ap.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: 256 on a GPU, 8 on a CPU)")
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--device", default=None, help="torch device (default: $APA_DEVICE, else cuda when available, else cpu)")
     ap.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on a GPU, float32 on a CPU)")
-    ap.add_argument("--decoder", default="fast", choices=["fast", "stock"],
-                    help="fast: real-length encoder + speculative decoding (clips together on a GPU); stock: the reference path")
+    ap.add_argument("--decoder", default="fast", choices=["fast", "reference"],
+                    help="fast: real-length encoder + speculative decoding (clips together on a GPU); "
+                         "reference: the step-by-step reference decoder")
     ap.add_argument("--workers", type=int, default=8, help="threads decoding the audio files")
     ap.add_argument("--evidence-features", default=None,
                     help="precomputed phone evidence of the split (training.align_corpus); default: aligned here")
     ap.add_argument("--control", default="silence", choices=CONTROLS, help="deaf control: score silence of the same length too")
     ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
 
     # 1. model and data
-    from apa.mini import assemble_apa_mini
-    from apa.model import pick_device
+    choice = config.resolve_model(args.model, args.adapter)  # as load_scorer: no --adapter = shipped one with apa-mini
+    model = choice.model
+    if choice.is_default_model:
+        from apa.mini import assemble_apa_mini
 
-    model = args.model or str(assemble_apa_mini())
-    adapter = None if args.adapter in (None, "none") else args.adapter
-    batch_size = args.batch_size or (256 if pick_device(args.device).type == "cuda" else 8)
+        model = str(assemble_apa_mini())
+    device = config.pick_device(args.device)
+    batch_size = args.batch_size or (256 if device.type == "cuda" else 8)
     options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast")
-    scorer = AudioLMMScorer.from_pretrained(model, adapter, device=args.device, dtype=args.dtype, options=options)
-    root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
-    records = load_split(root, args.split)[: args.limit]
+    scorer = AudioLMMScorer.from_pretrained(model, choice.adapter, device=device, dtype=args.dtype, options=options)
+    records = load_split(config.corpus_dir(args.data), args.split)[: args.limit]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

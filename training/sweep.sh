@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Device-side sweep: phone-evidence features for both splits, then several apa-mini configs
 # trained in parallel on one GPU, each evaluated on the test split (with the deaf control).
+# First round (evidence text / embedding / both): results/evidence-sweep; this second round
+# adds score-balanced slot weighting to "both".
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
 # Results: /root/results/<name>/{metrics.md,metrics.json,predictions.jsonl} + /root/runs/<name>/adapter.
@@ -29,10 +31,9 @@ case "${1:-}" in
   start)
     setsid bash -c "
       source training/sweep.sh define
-      run ev-text $(ev text)
-      run ev-emb $(ev embedding)
-      run ev-both $(ev both)
-      run ev-both-e5 $(ev both) --num_train_epochs 5
+      run ev-both-b05 $(ev both) --slot_balance 0.5
+      run ev-both-b1 $(ev both) --slot_balance 1.0
+      run ev-both-b05-plr $(ev both) --slot_balance 0.5 --projector_lr 1e-3
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;

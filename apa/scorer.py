@@ -1,0 +1,353 @@
+"""Scoring speech with an audio LMM (`Qwen2AudioForConditionalGeneration`) + optional PEFT
+adapter, under the answer-template grammar (`apa.decoding` describes the decoding).
+
+    from apa.scorer import load_scorer
+    scorer = load_scorer()                       # apa-mini + the shipped adapter
+    result = scorer.assess(audio, "WE CALL IT BEAR")
+
+Public surface of `AudioLMMScorer`: `assess` / `assess_batch` (text in, `Assessment` out), `score`
+(explicit references), `read_many` / `read_slots` (the raw slot distributions, `SlotReading`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from apa import config
+from apa.decoding.backends import DecoderBackend, build_backend
+from apa.decoding.features import (
+    audio_token_count, encode_audio_batch, encode_audio_fast, feature_frames, log_mel_features, log_mel_features_batch,
+)
+from apa.decoding.plan import Plan, Planner
+from apa.decoding.reference import ReferenceDecoder
+from apa.decoding.speculative import INITIAL_PRIOR, decode_clip, decode_clips, prompt_embeds
+from apa.decoding.tokens import PieceTokenizer
+from apa.decoding.trie import SlotReading
+from apa.evidence import EvidenceConfig, EvidenceProjector
+from apa.prompts import PHONE_SCALE, Reference
+from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
+
+MODES = ("expected", "greedy")
+STAT_KEYS = ("clips", "forwards", "llm_tokens", "passes", "side_tokens", "slots")
+
+
+class Scorer(Protocol):
+    """Anything that scores 16 kHz mono float32 audio against a reference sentence."""
+
+    name: str
+
+    def assess(self, audio: np.ndarray, text: str) -> Assessment: ...
+
+    def assess_batch(self, items: Sequence[tuple[np.ndarray, str]]) -> list[Assessment]: ...
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How `AudioLMMScorer` decodes.
+
+    mode: which reading goes into the Assessment, "expected" (probability-weighted mean) or
+    "greedy" (argmax). batch_size: clips per `read_slots` call in `read_many`. fast: True, the fast
+    decoder (real-length encoder, speculative template decoding through a lean decoder forward);
+    False, the reference decoder (`apa.decoding.reference`), which the fast one matches.
+    batch_clips: with the fast decoder and several clips, decode them together (one forward per
+    pass of all) or clip by clip; None: together on a GPU, clip by clip on a CPU (where padding
+    the clips to one length costs more than it saves)."""
+
+    mode: str = "expected"
+    batch_size: int = 8
+    fast: bool = True
+    batch_clips: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+
+    @property
+    def decoder(self) -> str:
+        """Which decoder: "fast" or "reference"."""
+        return "fast" if self.fast else "reference"
+
+
+class AudioLMMScorer:
+    """Scores speech with a Qwen2Audio-class model under the template grammar.
+
+    backend: the decoder backend of the fast path (default: `build_backend(model)`, built on
+    first use). evidence / projector: how the model takes phone evidence (`apa.evidence`, saved
+    with its adapter; None: it takes none). After each `read_slots` call, `stats` counts its LLM
+    forwards and tokens, template passes and slot readings (for benchmarks)."""
+
+    def __init__(self, model: Any, processor: Any, *, name: str = "", options: DecodeOptions = DecodeOptions(),
+                 backend: DecoderBackend | None = None, evidence: EvidenceConfig | None = None,
+                 projector: EvidenceProjector | None = None):
+        self.model = model.eval()
+        self.evidence = evidence
+        self.projector = projector.eval() if projector is not None else None
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.pieces = PieceTokenizer(self.tokenizer)
+        self.name = name
+        self.options = options
+        self.planner = Planner(processor, model.config.audio_token_id, self.pieces)
+        self.reference_decoder = ReferenceDecoder(model, processor, self.pieces, self.planner.trie)
+        self._backend = backend
+        self.stats: dict[str, int] = {}
+        self._guess_prior = list(INITIAL_PRIOR)  # running guess-hit counts over clips (speculative.Guesser)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def decoder(self) -> DecoderBackend:
+        """The fast path's decoder backend (LeanDecoder where it applies, else HFDecoder)."""
+        if self._backend is None:
+            self._backend = build_backend(self.model)
+        return self._backend
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike,
+        adapter: str | os.PathLike | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        options: DecodeOptions = DecodeOptions(),
+    ) -> AudioLMMScorer:
+        """Load by Hub id or local dir; `adapter`: a PEFT adapter dir or Hub id (merged for
+        speed), None for the bare model. A local adapter dir that is missing or unreadable is an
+        error (`check_adapter`)."""
+        from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+        dev = config.pick_device(device)
+        dt = config.pick_dtype(dev, dtype)
+        if adapter is not None:
+            adapter = check_adapter(adapter)
+        own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").exists()
+        processor = AutoProcessor.from_pretrained(str(adapter) if own_tokenizer else str(model))
+        net = Qwen2AudioForConditionalGeneration.from_pretrained(str(model), dtype=dt).to(dev)
+        name = Path(str(model)).name
+        evidence = projector = None
+        if adapter is not None:
+            net = load_adapter(net, adapter).merge_and_unload()
+            name += f"+{Path(str(adapter)).name}"
+            evidence = load_evidence_config(adapter)
+            if evidence is not None and evidence.uses_embedding:
+                projector = EvidenceProjector.load(adapter, evidence, net.config.text_config.hidden_size).to(dev)
+        return cls(net, processor, name=name, options=options, evidence=evidence, projector=projector)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def assess(self, audio: np.ndarray, text: str) -> Assessment:
+        """audio: (n_samples,) float32 at 16 kHz; text: the sentence (raises TextError)."""
+        return self.assess_batch([(audio, text)])[0]
+
+    def assess_batch(self, items: Sequence[tuple[np.ndarray, str]]) -> list[Assessment]:
+        """`assess` of (audio, text) pairs, in batches."""
+        from apa.text import to_words
+
+        refs = [tuple((w.text, w.phones) for w in to_words(text)) for _, text in items]
+        return self.score([a for a, _ in items], refs)
+
+    def score(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[Assessment]:
+        """Score clips against explicit references ((word, phones), ...), in batches."""
+        readings = self.read_many(audios, references)
+        return [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references, readings)]
+
+    # -- slot readings ---------------------------------------------------------------------
+    def plan(self, reference: Reference, prompt_ids: Sequence[int] | None = None) -> Plan:
+        """The audio-independent part of decoding `reference` (cached); prompt_ids: its tokenised
+        chat prompt (None: the default prompt)."""
+        return self.planner.plan(reference, prompt_ids)
+
+    def phone_evidence(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[np.ndarray | None]:
+        """Per clip, the (n_phones, F) alignment features the model takes (`apa.align`; None
+        each for a model that takes none). A failed alignment gives NaN rows, which the model
+        was trained to read as unknown."""
+        if self.evidence is None:
+            return [None] * len(audios)
+        from apa.align import align
+
+        return [align(a, r).features() for a, r in zip(audios, references)]
+
+    def plans_for(self, references: Sequence[Reference], evidence: Sequence[np.ndarray | None] | None = None) -> list[Plan]:
+        """Plans of a batch of clips: one per reference, or per clip for a model whose prompt
+        carries phone evidence."""
+        if self.evidence is None:
+            return self.planner.plans(references)
+        return self.planner.evidence_plans(references, evidence or [None] * len(references), self.evidence)
+
+    def read_many(
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference], progress: Any = None,
+        evidence: Sequence[np.ndarray | None] | None = None,
+    ) -> list[list[SlotReading]]:
+        """`read_slots` over any number of clips, in batches of options.batch_size made of clips
+        of similar prompt length (audio tokens + text: less padding); results in input order.
+        progress(done, total) is called after each batch. evidence: per clip, (n_phones, F)
+        alignment features for a model that takes them (None: aligned here)."""
+        n = len(audios)
+        if evidence is None:
+            evidence = self.phone_evidence(audios, references)
+        plans = self.plans_for(references, evidence)  # each computed once (most sentences differ)
+        fe = self.processor.feature_extractor
+        length = [len(p.prompt_ids) + audio_token_count(feature_frames(fe, len(a))) for a, p in zip(audios, plans)]
+        order = sorted(range(n), key=length.__getitem__)
+        out: list[list[SlotReading]] = [[] for _ in range(n)]
+        bs = self.options.batch_size
+        for i in range(0, n, bs):
+            idx = order[i : i + bs]
+            batch = self.read_slots([audios[j] for j in idx], [references[j] for j in idx],
+                                    plans=[plans[j] for j in idx], evidence=[evidence[j] for j in idx])
+            for j, r in zip(idx, batch):
+                out[j] = r
+            if progress is not None:
+                progress(min(i + bs, n), n)
+        return out
+
+    @torch.inference_mode()
+    def read_slots(
+        self, audios: Sequence[np.ndarray], references: Sequence[Reference], plans: Sequence[Plan] | None = None,
+        evidence: Sequence[np.ndarray | None] | None = None,
+    ) -> list[list[SlotReading]]:
+        """Constrained decode of one batch; per clip, the distribution at every slot, in template order.
+
+        audios: (n_samples,) float32 at 16 kHz each; plans: `plans_for` the clips when the caller
+        has them; evidence: as in `read_many`. options.fast: the fast decoder (clips together or one
+        by one, see DecodeOptions); else the reference decoder (which takes no evidence)."""
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.stats["clips"] = len(audios)
+        if not self.options.fast:
+            if self.evidence is not None:
+                raise ValueError("the reference decoder takes no phone evidence: use the fast decoder for this model")
+            return self.reference_decoder.read(audios, references, self.stats)
+        together = self.options.batch_clips
+        if together is None:
+            together = self.device.type != "cpu"
+        if evidence is None:
+            evidence = self.phone_evidence(audios, references)
+        plans = plans or self.plans_for(references, evidence)
+        if together and len(audios) > 1 and self.decoder.batched:
+            return self._read_together(audios, plans, evidence)
+        return [self._read_one(np.asarray(a, dtype=np.float32), p, e) for a, p, e in zip(audios, plans, evidence)]
+
+    def _evidence_vectors(self, plan: Plan, evidence: np.ndarray | None) -> torch.Tensor | None:
+        """(n_phones, hidden) projected evidence of one clip (NaN features = unknown), or None."""
+        if self.projector is None or not plan.phone_pos:
+            return None
+        if evidence is None:
+            evidence = np.full((len(plan.phone_pos), self.evidence.n_features), np.nan, np.float32)
+        return self.projector(torch.as_tensor(evidence, dtype=torch.float32, device=self.device))
+
+    def _read_one(self, audio: np.ndarray, plan: Plan, evidence: np.ndarray | None = None) -> list[SlotReading]:
+        """One clip: features and encoder on the real length, then speculative decoding."""
+        dec = self.decoder
+        feats, n_frames = log_mel_features(self.processor.feature_extractor, audio)
+        audio_emb = encode_audio_fast(self.model, feats.to(self.device), n_frames)
+        prompt = prompt_embeds(dec, plan, audio_emb, self._evidence_vectors(plan, evidence))
+        readings, self._guess_prior = decode_clip(dec, plan, prompt, self._guess_prior, self.stats)
+        return readings
+
+    def _read_together(self, audios: Sequence[np.ndarray], plans: Sequence[Plan],
+                       evidence: Sequence[np.ndarray | None]) -> list[list[SlotReading]]:
+        """Features and encoder for the batch at once (padding masked), then the clips decoded
+        together; readings equal `_read_one`'s clip by clip (to float rounding)."""
+        dec = self.decoder
+        feats, n_frames = log_mel_features_batch(self.processor.feature_extractor, audios, device=self.device)
+        embs = encode_audio_batch(self.model, feats, n_frames)
+        prompts = [prompt_embeds(dec, plan, e, self._evidence_vectors(plan, ev)) for plan, e, ev in zip(plans, embs, evidence)]
+        readings, self._guess_prior = decode_clips(dec, plans, prompts, self._guess_prior, self.stats)
+        return readings
+
+
+def to_assessment(reference: Reference, readings: Sequence[SlotReading], mode: str, model: str = "") -> Assessment:
+    """Slot readings (in template order) -> Assessment with the chosen reading ("expected" or
+    "greedy"); phone scores go back from the 0-10 of the text to the 0-2 of the labels."""
+    it = iter(readings)
+
+    def take() -> float:
+        r = next(it)
+        return r.expected if mode == "expected" else r.greedy
+
+    sentence = Sentence(**{a: take() for a in SENTENCE_ASPECTS})
+    word_vals = [{"accuracy": take(), "stress": take(), "total": take()} for _ in reference]
+    words = tuple(
+        Word(text=w, phones=tuple(Phone(p, take() / PHONE_SCALE) for p in phones), **word_vals[i])
+        for i, (w, phones) in enumerate(reference)
+    )
+    return Assessment(text=" ".join(w for w, _ in reference), sentence=sentence, words=words, model=model,
+                      extra={"mode": mode})
+
+
+# ---- adapters and the default model ---------------------------------------------------------
+def _looks_local(adapter: str) -> bool:
+    """A path rather than a Hub id ("owner/name"): absolute, ~ or ./ prefixed, or nested deeper."""
+    return os.path.isabs(adapter) or adapter.startswith(("~", ".")) or adapter.count("/") != 1 or "\\" in adapter
+
+
+def check_adapter(adapter: str | os.PathLike) -> str:
+    """The adapter as a string, after checking a local one: an existing directory holding a
+    readable adapter_config.json. Raises FileNotFoundError / PermissionError naming the path; a
+    string that is no local path and looks like a Hub id ("owner/name") is passed on as is
+    (unless the Hub is off: HF_HUB_OFFLINE)."""
+    path = Path(adapter).expanduser()
+    if not path.exists():
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+
+        if HF_HUB_OFFLINE or isinstance(adapter, os.PathLike) or _looks_local(str(adapter)):
+            raise FileNotFoundError(f"adapter directory not found: {path}")
+        return str(adapter)
+    if not path.is_dir():
+        raise FileNotFoundError(f"adapter is not a directory: {path}")
+    card = path / "adapter_config.json"
+    if not card.is_file():
+        raise FileNotFoundError(f"no adapter_config.json in the adapter directory {path}")
+    if not os.access(card, os.R_OK) or not os.access(path, os.R_OK | os.X_OK):
+        raise PermissionError(f"adapter directory not readable: {path}")
+    return str(path)
+
+
+def load_evidence_config(adapter: str | os.PathLike) -> EvidenceConfig | None:
+    """The adapter's phone-evidence config (None: it takes none). Its feature names must be the
+    ones `apa.align` computes: a model trained on other features would be fed the wrong inputs."""
+    evidence = EvidenceConfig.load(adapter) if Path(adapter).is_dir() else None
+    if evidence is not None:
+        from apa.align import FEATURE_NAMES
+
+        if tuple(evidence.feature_names) != tuple(FEATURE_NAMES):
+            raise ValueError(f"the adapter {adapter} was trained on other phone features than apa.align computes "
+                             f"({len(evidence.feature_names)} vs {len(FEATURE_NAMES)} features, or renamed)")
+    return evidence
+
+
+def load_adapter(model: Any, adapter: str | os.PathLike) -> Any:
+    """Attach a PEFT adapter; also loads extra trained weights saved beside it (projector)."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter))
+
+
+def load_scorer(
+    model: str | None = None,
+    adapter: str | None = None,
+    *,
+    device: str | None = None,
+    options: DecodeOptions = DecodeOptions(),
+) -> AudioLMMScorer:
+    """The scorer `config.resolve_model` picks: arguments, then $APA_MODEL / $APA_ADAPTER, then
+    apa-mini (assembled offline on first use) with the adapter shipped in assets/. `model`: Hub id,
+    local dir or "apa-mini"; `adapter`: PEFT dir or Hub id, or "none" for the bare base model. A
+    missing or unreadable adapter directory is an error (no fallback to the base model)."""
+    choice = config.resolve_model(model, adapter)
+    path = choice.model
+    if choice.is_default_model:
+        from apa.mini import assemble_apa_mini
+
+        path = str(assemble_apa_mini())
+    return AudioLMMScorer.from_pretrained(path, choice.adapter, device=device, options=options)
