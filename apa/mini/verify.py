@@ -23,8 +23,8 @@ from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 
 from apa import config
-from apa.mini.assemble import read_provenance
 from apa.mini.constants import SAMPLE_RATE, default_model_dir
+from apa.mini.fingerprint import read_provenance
 from apa.mini.sources import joined_whisper_ct2, packages_available
 
 __all__ = ["VERIFY_CLIP", "VerifyReport", "default_clip", "load_clip", "verify_apa_mini"]
@@ -53,7 +53,7 @@ class VerifyReport:
     encoder_max_abs_diff: float | None
     encoder_cosine: float | None
     encoder_ref_max_abs: float | None  # max |CT2 output|, for scale
-    encoder_reference_exact: bool  # the model's encoder weights are the CT2 file's (source "packages")
+    encoder_reference_exact: bool  # the model's encoder weights are the CT2 file's values (rounded like it)
     # same, with the padding mask Qwen2AudioModel.forward applies (valid frames only): informative
     encoder_masked_max_abs_diff: float | None
     encoder_masked_cosine: float | None
@@ -73,7 +73,7 @@ class VerifyReport:
         """Encoder within tolerance of CTranslate2's; None when not measured."""
         if self.encoder_cosine is None:
             return None
-        if not self.encoder_reference_exact:  # Hub fp32 originals vs the fp16 conversion
+        if not self.encoder_reference_exact:  # unrounded fp32 originals vs the fp16 conversion
             return self.encoder_cosine >= VERIFY_MIN_COSINE_FP16
         return (self.encoder_cosine >= VERIFY_MIN_COSINE
                 and self.encoder_max_abs_diff <= VERIFY_MAX_ABS_REL * max(self.encoder_ref_max_abs, 1.0))
@@ -157,7 +157,14 @@ def _encoder_states(model: Any, features: torch.Tensor, mask_lengths: torch.Tens
         hook.remove()
 
 
-def _encoder_check(model: Any, feats: Any, device: str, kind: str, source: str | None,
+def _rounded_like_packages(prov: dict[str, Any]) -> bool:
+    """Are the model's encoder weights the CTranslate2 file's values? From the packages, or from
+    the Hub rounded through fp16 (format version 2 on)."""
+    source, version = prov.get("source"), prov.get("format_version", 1)
+    return source == "packages" or (source == "hub" and version >= 2)
+
+
+def _encoder_check(model: Any, feats: Any, device: str, kind: str, exact: bool,
                    seconds: dict[str, float], notes: list[str]) -> dict[str, float | None]:
     """(a): our encoder vs CTranslate2's, unmasked and masked; all None when it cannot be run."""
     enc: dict[str, float | None] = dict.fromkeys(("max", "cos", "ref", "mmax", "mcos"))
@@ -181,8 +188,8 @@ def _encoder_check(model: Any, feats: Any, device: str, kind: str, source: str |
     masked = _encoder_states(model, features, lengths)
     n_valid = int(model.model.audio_tower._get_feat_extract_output_lengths(lengths.cpu())[0][0])
     enc["mmax"], enc["mcos"] = _compare(masked[:, :n_valid], ref[:, :n_valid])
-    if source != "packages":
-        notes.append("model built from the Hub originals (fp32); the CTranslate2 reference is their fp16 "
+    if not exact:
+        notes.append("model built from unrounded Hub originals (fp32); the CTranslate2 reference is their fp16 "
                      f"conversion, so the encoder check only asks for cosine >= {VERIFY_MIN_COSINE_FP16}")
     return enc
 
@@ -241,7 +248,8 @@ def verify_apa_mini(
     wav, clip_name = load_clip(clip)
     feats = processor.feature_extractor(wav, sampling_rate=SAMPLE_RATE, return_tensors="pt",
                                         return_attention_mask=True, padding="max_length")
-    enc = _encoder_check(model, feats, device, kind, prov.get("source"), seconds, notes)
+    exact = _rounded_like_packages(prov)
+    enc = _encoder_check(model, feats, device, kind, exact, seconds, notes)
     t = time.perf_counter()
     generated = _generate_text(model, processor, device)
     seconds["generate"] = time.perf_counter() - t
@@ -254,7 +262,7 @@ def verify_apa_mini(
         model_dir=str(model_dir), kind=kind, device=device, clip=clip_name,
         clip_seconds=round(len(wav) / SAMPLE_RATE, 3),
         encoder_max_abs_diff=enc["max"], encoder_cosine=enc["cos"], encoder_ref_max_abs=enc["ref"],
-        encoder_reference_exact=prov.get("source") == "packages",
+        encoder_reference_exact=exact,
         encoder_masked_max_abs_diff=enc["mmax"], encoder_masked_cosine=enc["mcos"],
         prompt=VERIFY_PROMPT, generated_text=generated,
         audio_tokens=n_audio, input_ids_len=int(inputs["input_ids"].shape[1]),
