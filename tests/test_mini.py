@@ -331,3 +331,21 @@ def test_load_scorer_checks_the_adapter_base(tmp_path, monkeypatch):
     with pytest.raises(mini.BaseMismatchError):
         apa_model.load_scorer("some/other-model", str(tmp_path / "adapter"))
     assert apa_model.load_scorer("Qwen/Qwen2-Audio-7B-Instruct", str(tmp_path / "adapter")) == "loaded"
+
+
+@pytest.mark.slow
+def test_space_dry_run_in_this_interpreter(tmp_path, so762_dir):
+    """The Space dry run without the fresh venv (`python -m apa.mini space-dry-run` makes one):
+    a child process takes the Hub route from a Hub cache written from the packages, with
+    HF_HUB_OFFLINE=1, and scores a clip as the offline route does."""
+    import sys
+
+    from apa.mini.space import space_dry_run
+
+    ok, reason = mini.packages_available()
+    if not ok:
+        pytest.skip(reason)
+    result = space_dry_run(tmp_path, python=sys.executable)
+    assert (result.offline["source"], result.space["source"]) == ("packages", "hub")
+    assert result.offline["fingerprint"] == result.space["fingerprint"] == mini.read_adapter_base(DEFAULT_ADAPTER)["fingerprint"]
+    assert result.ok, (result.max_abs_diff, result.differing)

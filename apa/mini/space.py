@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,7 @@ def space_dry_run(
         python = str(existing if reuse else _fresh_venv(work / "venv", config.REPO_ROOT / "requirements.txt"))
         seconds["venv"] = time.perf_counter() - t
     t = time.perf_counter()
+    shutil.rmtree(work / "cache-space", ignore_errors=True)  # the Space assembles afresh each run
     space_env = dict(base, APA_CACHE=str(work / "cache-space"), HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(work / "hf-cache"))
     space = _score_in_child(python, space_env, clip, text, None if fresh else "hub")
     seconds["space"] = time.perf_counter() - t
