@@ -8,6 +8,7 @@ Environment variables (all optional):
     APA_MODEL       model: Hub id or local dir            default: apa-mini
     APA_ADAPTER     PEFT adapter dir, or "none"           default: the shipped adapter (assets/)
     APA_DEVICE      torch device                          default: cuda if available, else cpu
+    APA_CONCURRENCY scorings the web app runs at once     default: 1 (one model)
 
 "No adapter given" means the same everywhere (`resolve_adapter`): with the default model,
 the shipped adapter; with another model, none. Only the explicit word "none" asks for the
@@ -78,6 +79,11 @@ ADAPTER_HELP = (
     f"({DEFAULT_ADAPTER.relative_to(REPO_ROOT)}) with apa-mini, none with another model (env APA_ADAPTER)"
 )
 MODEL_HELP = "'apa-mini' (default), a Hub id or a local dir (env APA_MODEL)"
+
+
+def scorer_concurrency() -> int:
+    """How many scorings the web app runs at once: $APA_CONCURRENCY, else 1 (one model)."""
+    return max(1, int(_env("APA_CONCURRENCY") or 1))
 
 
 def pick_device(device: Any = None) -> Any:

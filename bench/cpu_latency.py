@@ -8,7 +8,7 @@ build_clips: a recorded utterance of the target length, else whole utterances co
 the length, written as 16 kHz WAV files; the reference text is the texts of the utterances used (at most 40
 words, apa.text's limit). Each mode runs in its own process (so the peak memory is that mode's): it loads the scorer
 (apa.model.load_scorer, the default apa-mini; timed), scores one clip to warm up, then times `--runs` times per
-clip `apa.audio.load_audio(path)` + `scorer.assess(audio, text)`, the path app.py's /assess takes. Modes:
+clip `apa.audio.load_audio(path)` + `scorer.assess(audio, text)`, the path the app's /assess takes. Modes:
 "fast" = DecodeOptions(fast=True) (the default), "naive" = DecodeOptions(fast=False) (the stock path: 30 s
 encoder, one decode step per slot plus probe steps). Also reported: LLM forward calls ("steps") and tokens per
 assessment, and whether fast and naive agree (greedy values identical, max |expected difference|).

@@ -5,7 +5,7 @@
         [--out bench/results/load.md] [--json FILE]
 
 It starts the app itself (`python -m bench.load_test --serve ...`, a subprocess on a free
-127.0.0.1 port): with the real scorer loaded through app.py's loader (`app.get_scorer()`: apa-mini
+127.0.0.1 port): with the real scorer loaded through the app's loader (`webapp.scorer.get_scorer()`: apa-mini
 and its shipped adapter, or APA_MODEL / APA_ADAPTER), or with `--fake` a fake scorer that sleeps
 `--fake-delay` seconds and returns fixed scores. The audio still goes through apa.audio (decode,
 checks, VAD) on the server in both modes. It waits for the server and one warm-up request, then:
@@ -83,11 +83,12 @@ def serve(port: int, fake: bool, fake_delay: float) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import app
+    from webapp import scorer as holder
 
     if fake:
-        app.set_scorer(FakeScorer(fake_delay))
+        holder.set_scorer(FakeScorer(fake_delay))
     t0 = time.perf_counter()
-    scorer = app.get_scorer()
+    scorer = holder.get_scorer()
     print(f"scorer {getattr(scorer, 'name', '?')} ready in {time.perf_counter() - t0:.1f} s", flush=True)
     app.demo.launch(server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_kwargs())
 
@@ -317,7 +318,7 @@ def run(args: argparse.Namespace) -> dict:
         bad = {k: v for k, v in st.errors.items() if k != "queue_full"}
         growth = rss_end - rss_start
         result = {
-            "scorer": f"fake (sleeps {args.fake_delay:g} s)" if args.fake else "real (app.get_scorer(): apa-mini)",
+            "scorer": f"fake (sleeps {args.fake_delay:g} s)" if args.fake else "real (webapp.scorer.get_scorer(): apa-mini)",
             "clients": args.clients,
             "duration_s": args.duration,
             "drain_s": args.drain,

@@ -1,0 +1,77 @@
+"""The one scorer of this process: chosen once (`configure`), loaded once (`get_scorer`, thread-safe),
+replaceable by tests (`set_scorer`).
+
+Importing this module loads nothing, so `import app` stays cheap and tests can inject a fake.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("apa.app")
+
+GPU_DURATION_S = 60  # ZeroGPU time slot per scoring call
+
+_lock = threading.Lock()
+_scorer: Any = None
+_choice: dict[str, str | None] = {"model": None, "adapter": None}
+
+
+def configure(model: str | None = None, adapter: str | None = None) -> None:
+    """Choose the model/adapter that get_scorer() will load (CLI flags); None: apa.config decides."""
+    _choice.update(model=model, adapter=adapter)
+
+
+def configured() -> dict[str, str | None]:
+    """The model/adapter given to `configure` (None where not given)."""
+    return dict(_choice)
+
+
+def set_scorer(scorer: Any) -> None:
+    """Use this scorer (anything with `assess(audio, text)`) from now on; None unloads."""
+    global _scorer
+    with _lock:
+        _scorer = scorer
+
+
+def current() -> Any:
+    """The scorer in use, or None when none is loaded yet (loads nothing)."""
+    return _scorer
+
+
+def get_scorer() -> Any:
+    """The process-wide scorer, loaded on first use (thread-safe: one load however many callers)."""
+    global _scorer
+    if _scorer is None:
+        with _lock:
+            if _scorer is None:
+                from apa.config import resolve_model
+                from apa.model import load_scorer
+
+                choice = resolve_model(_choice["model"], _choice["adapter"])
+                model = None if choice.is_default_model else choice.model  # None: load_scorer builds apa-mini
+                t0 = time.perf_counter()
+                _scorer = load_scorer(model, choice.adapter or "none")
+                log.info("loaded scorer %s in %.1f s", getattr(_scorer, "name", "?"), time.perf_counter() - t0)
+    return _scorer
+
+
+def on_gpu(fn):
+    """spaces.GPU(fn) when the `spaces` package is importable (Hugging Face ZeroGPU), else fn."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=GPU_DURATION_S)(fn)
+
+
+@on_gpu
+def score_audio(audio: np.ndarray, text: str) -> Any:
+    """Score 16 kHz float32 audio against the text (the only GPU work). Takes only the array and
+    the text, so nothing large is pickled into a ZeroGPU worker."""
+    return get_scorer().assess(audio, text)
