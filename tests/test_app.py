@@ -158,7 +158,7 @@ def scorer(fresh_holder) -> FakeScorer:
     return s
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -170,7 +170,7 @@ def server():
     saved = holder.current()
     fake = FakeScorer(delay=0.05)
     demo = app.build_demo(scorer=fake)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
     try:
         yield f"http://127.0.0.1:{port}/", fake

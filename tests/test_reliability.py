@@ -33,7 +33,7 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app import CLIP_TEXT, FakeScorer, _free_port, no_progress
+from test_app import CLIP_TEXT, FakeScorer, free_port, no_progress
 
 import app
 from apa import audio, batch
@@ -397,7 +397,7 @@ def live(upload_dir):
     saved = holder.current()
     fake = FakeScorer()
     demo = app.build_demo(scorer=fake)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
     try:
         yield {"url": f"http://127.0.0.1:{port}/", "demo": demo, "fake": fake, "uploads": upload_dir}
