@@ -28,17 +28,11 @@ import argparse
 import logging
 import os
 
-from apa.config import ADAPTER_HELP, MODEL_HELP
-from webapp import scorer
-from webapp.layout import build_demo, launch_kwargs
+from apa.config import ADAPTER_HELP, MODEL_HELP, gradio_analytics
+from webapp import scorer, security
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-
-demo = build_demo()
-
-if os.environ.get("SPACE_ID") and __name__ != "__main__":
-    scorer.get_scorer()  # on Spaces: load at import, before the first learner arrives
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +41,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)))
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--adapter", default=None, help=ADAPTER_HELP)
+    p.add_argument(
+        "--analytics", action="store_true", help="let Gradio send analytics and check its version (env APA_ANALYTICS)"
+    )
     return p.parse_args(argv)
+
+
+# Before gradio (and so huggingface_hub) is imported: both read their settings at import.
+_START = parse_args() if __name__ == "__main__" else parse_args([])
+security.quiet_outbound(_START.model, _START.adapter, analytics=_START.analytics or gradio_analytics())
+
+from webapp.layout import build_demo, launch_kwargs  # noqa: E402
+
+demo = build_demo()
+
+if os.environ.get("SPACE_ID") and __name__ != "__main__":
+    scorer.get_scorer()  # on Spaces: load at import, before the first learner arrives
 
 
 def main(argv: list[str] | None = None) -> None:

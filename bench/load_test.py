@@ -171,11 +171,19 @@ class Stats:
             self.error_examples.setdefault(kind, str(exc)[:200])
 
 
-def client_loop(url: str, clip: Path, text: str, deadline: float, hard_stop: float, max_requests: int, st: Stats) -> None:
+def client_address(i: int) -> str:
+    """A distinct documentation address per client, sent as X-Forwarded-For (the server trusts it,
+    as behind the Spaces proxy): each client is its own learner for the per-client caps."""
+    return f"198.51.{100 + i // 250}.{i % 250 + 1}"
+
+
+def client_loop(
+    url: str, clip: Path, text: str, deadline: float, hard_stop: float, max_requests: int, st: Stats, i: int = 0
+) -> None:
     from gradio_client import Client, handle_file
 
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, headers={"X-Forwarded-For": client_address(i)})
     except Exception as exc:  # noqa: BLE001
         st.error(f"connect:{type(exc).__name__}", exc)
         return
@@ -262,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
         cmd += ["--fake", "--fake-delay", str(args.fake_delay)]
     env = dict(os.environ)
     env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    env["APA_TRUST_FORWARDED"] = "1"  # clients are told apart by X-Forwarded-For (client_address)
     if args.gradio_temp_dir:
         env["GRADIO_TEMP_DIR"] = args.gradio_temp_dir
     upload_dir = Path(env.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
@@ -276,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
         # warm-up: first request (lazy imports, VAD model) is not measured
         from gradio_client import Client, handle_file
 
-        warm = Client(url, verbose=False).predict(handle_file(str(clips[0])), args.text, api_name="/assess")
+        warm = Client(url, verbose=False, headers={"X-Forwarded-For": "192.0.2.1"}).predict(handle_file(str(clips[0])), args.text, api_name="/assess")
         assert warm["text"] == args.text, warm
         rss_start = rss_mb(proc.pid)
         st = Stats()
@@ -298,7 +307,7 @@ def run(args: argparse.Namespace) -> dict:
         threads = [
             threading.Thread(
                 target=client_loop,
-                args=(url, clips[i], args.text, deadline, hard_stop, args.max_requests, st),
+                args=(url, clips[i], args.text, deadline, hard_stop, args.max_requests, st, i),
                 daemon=True,
             )
             for i in range(args.clients)

@@ -158,6 +158,14 @@ def scorer(fresh_holder) -> FakeScorer:
     return s
 
 
+def client_as(url: str, n: int):
+    """A gradio_client Client that the app (launched with trust_forwarded=True) sees as the
+    n-th distinct client address, as behind the Spaces proxy."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, headers={"X-Forwarded-For": f"203.0.113.{n % 250 + 1}"})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,7 +179,8 @@ def server():
     fake = FakeScorer(delay=0.05)
     demo = app.build_demo(scorer=fake)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    kw = app.launch_kwargs(trust_forwarded=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
     try:
         yield f"http://127.0.0.1:{port}/", fake
     finally:
@@ -679,14 +688,14 @@ def test_api_missing_audio(client):
 
 
 def test_twenty_concurrent_clients(server, clip):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     url, fake = server
     texts = [t for level in handlers.sentence_library().values() for t in level][:20]
     calls_before = fake.calls
 
     def one(text):
-        c = Client(url, verbose=False)
+        c = client_as(url, texts.index(text))
         return text, c.predict(handle_file(str(clip)), text, api_name="/assess")
 
     t0 = time.perf_counter()

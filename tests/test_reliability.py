@@ -33,7 +33,7 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app import CLIP_TEXT, FakeScorer, free_port, no_progress
+from test_app import CLIP_TEXT, FakeScorer, client_as, free_port, no_progress
 
 import app
 from apa import audio, batch
@@ -398,7 +398,8 @@ def live(upload_dir):
     fake = FakeScorer()
     demo = app.build_demo(scorer=fake)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    kw = app.launch_kwargs(trust_forwarded=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
     try:
         yield {"url": f"http://127.0.0.1:{port}/", "demo": demo, "fake": fake, "uploads": upload_dir}
     finally:
@@ -708,15 +709,15 @@ def test_identical_concurrent_uploads_are_all_scored_then_deleted(live, speech, 
     request is scored (none finds its file deleted by another), and the file is gone after."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     with_scorer(monkeypatch, FakeScorer(delay=0.3))
     clip = tmp_path / "same.wav"
     clip.write_bytes(wav_with_marker(speech, b"same"))
     before = files_under(live["uploads"])
 
-    def one(_):
-        return Client(live["url"], verbose=False).predict(handle_file(str(clip)), CLIP_TEXT, api_name="/assess")
+    def one(i):
+        return client_as(live["url"], i).predict(handle_file(str(clip)), CLIP_TEXT, api_name="/assess")
 
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(one, range(4)))

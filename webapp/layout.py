@@ -14,8 +14,9 @@ from typing import Any
 import gradio as gr
 
 from apa import batch, render
-from apa.config import MAX_TEXT_CHARS, scorer_concurrency
-from webapp import handlers, tts
+from apa.config import MAX_TEXT_CHARS, gradio_analytics, scorer_concurrency
+from apa.config import trust_forwarded as config_trust_forwarded
+from webapp import handlers, security, tts
 from webapp import scorer as holder
 
 SCORER_CONCURRENCY = scorer_concurrency()  # scorings at once (one model; env APA_CONCURRENCY)
@@ -208,7 +209,8 @@ def build_demo(scorer: Any = None) -> gr.Blocks:
     if scorer is not None:
         holder.set_scorer(scorer)
     ui = SimpleNamespace()
-    with gr.Blocks(title="Pronunciation Coach", delete_cache=CACHE_CLEANUP) as demo:
+    blocks = gr.Blocks(title="Pronunciation Coach", delete_cache=CACHE_CLEANUP, analytics_enabled=gradio_analytics())
+    with blocks as demo:
         gr.HTML(INTRO, elem_id="apa-intro")
         ui.history = gr.BrowserState([], storage_key="apa-history")
         with gr.Tabs():
@@ -220,7 +222,8 @@ def build_demo(scorer: Any = None) -> gr.Blocks:
         _wire_practise(demo, ui)
         _wire_teacher(ui)
         _wire_api(ui)
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY)
+    # api_open=False: the REST routes (/run, /api) would otherwise skip the queue and its limits
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=DEFAULT_CONCURRENCY, api_open=False)
     return demo
 
 
@@ -234,6 +237,21 @@ def theme() -> gr.themes.Base:
     )
 
 
-def launch_kwargs() -> dict[str, Any]:
-    """Look and limits for demo.launch() (Gradio 6 takes theme/css at launch)."""
-    return {"theme": theme(), "css": render.CSS, "max_file_size": MAX_UPLOAD_BYTES, "footer_links": ["api", "gradio"]}
+def launch_kwargs(*, trust_forwarded: bool | None = None) -> dict[str, Any]:
+    """Look, limits and guards for demo.launch() (Gradio 6 takes theme/css at launch).
+    trust_forwarded: take client addresses from X-Forwarded-For (None: apa.config decides).
+    run_history=False: Gradio's run history would keep learners' recordings in their browser and
+    can fetch remote files and write to Hub buckets on the server's behalf."""
+    from starlette.middleware import Middleware
+
+    if trust_forwarded is None:
+        trust_forwarded = config_trust_forwarded()
+    guard = Middleware(security.ServerGuard, trust_forwarded=trust_forwarded)
+    return {
+        "theme": theme(),
+        "css": render.CSS,
+        "max_file_size": MAX_UPLOAD_BYTES,
+        "footer_links": ["api", "gradio"],
+        "run_history": False,
+        "app_kwargs": {"middleware": [guard]},
+    }
