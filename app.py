@@ -57,6 +57,7 @@ demo = build_demo()
 
 if os.environ.get("SPACE_ID") and __name__ != "__main__":
     scorer.get_scorer()  # on Spaces: load at import, before the first learner arrives
+    scorer.warm_up()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     scorer.configure(args.model, args.adapter)
     scorer.get_scorer()
+    scorer.warm_up()
     demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs())
 
 

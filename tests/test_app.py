@@ -597,6 +597,7 @@ def test_spaces_gpu_is_applied_when_available(monkeypatch):
 def test_cli_flags_and_launch(monkeypatch, fresh_holder):
     seen = {}
     monkeypatch.setattr(holder, "get_scorer", lambda: seen.setdefault("loaded", True))
+    monkeypatch.setattr(holder, "warm_up", lambda: seen.setdefault("warmed", True))
     monkeypatch.setattr(app.demo, "launch", lambda **kw: seen.update(kw))
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
@@ -607,7 +608,7 @@ def test_cli_flags_and_launch(monkeypatch, fresh_holder):
     from apa.config import resolve_model
 
     assert resolve_model(**holder.configured()).adapter == "from-env"
-    assert seen["loaded"] and "share" not in seen and "allowed_paths" not in seen
+    assert seen["loaded"] and seen["warmed"] and "share" not in seen and "allowed_paths" not in seen
     assert seen["css"] == render.CSS
 
 

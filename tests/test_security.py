@@ -64,7 +64,7 @@ def outside(names: list[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def guarded_app():
     saved = holder.current()
-    fake = FakeScorer(delay=0.4)
+    fake = FakeScorer(delay=0.2)
     demo = app.build_demo(scorer=fake)
     port = free_port()
     kw = app.launch_kwargs(trust_forwarded=True)

@@ -61,6 +61,30 @@ def get_scorer() -> Any:
     return _scorer
 
 
+def warm_up() -> float:
+    """Do once, at start-up, what the first scoring request would otherwise pay for: the speech
+    detector (Silero VAD) and CMUdict are loaded on first use, and the scorer builds its caches on
+    its first call (seconds on a CPU). Returns the seconds it took; failures are only logged (the
+    first request then pays, as before)."""
+    t0 = time.perf_counter()
+    try:
+        from apa.audio import SAMPLE_RATE, speech_probabilities
+        from apa.text import cmudict_pronunciations
+
+        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
+        tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+        speech_probabilities(tone)
+        cmudict_pronunciations("coach")
+        s = get_scorer()
+        if hasattr(s, "assess"):
+            s.assess(tone, "WE CALL IT BEAR")
+    except Exception:  # noqa: BLE001 - a warm-up must never stop the app from starting
+        log.warning("warm-up failed; the first request will be slower", exc_info=True)
+    dt_s = time.perf_counter() - t0
+    log.info("warmed up in %.1f s", dt_s)
+    return dt_s
+
+
 def on_gpu(fn):
     """spaces.GPU(fn) when the `spaces` package is importable (Hugging Face ZeroGPU), else fn."""
     try:
