@@ -189,6 +189,35 @@ class ClientStages:
                         setattr(httpx.Client, "stream", real_stream))
 
 
+BEFORE_SERVE = """
+import sys, time
+import app
+if sys.argv[2] == "fake":
+    from apa.schema import Assessment, Phone, Sentence, Word
+    from apa.text import to_words
+
+    class InstantScorer:
+        name = "instant-fake"
+
+        def assess(self, audio, text):
+            words = tuple(Word(w.text, 8.0, 10.0, 8.0, tuple(Phone(p, 2.0) for p in w.phones)) for w in to_words(text))
+            return Assessment(text=text, sentence=Sentence(8.0, 8.0, 8.0, 10.0, 8.0), words=words, model=self.name)
+
+    app.set_scorer(InstantScorer())
+app.get_scorer()
+app.demo.launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True, **app.launch_kwargs())
+"""
+
+
+def start_before_server(tree: Path, port: int, fake: bool, work: Path) -> subprocess.Popen:
+    """The app as it was before (a `git archive` of an earlier commit in `tree`, whose app.py has
+    get_scorer/set_scorer/demo/launch_kwargs): the same clips through its /assess, in the same run."""
+    env = dict(os.environ, GRADIO_TEMP_DIR=str(work / "gradio-before"), PYTHONPATH=str(tree))
+    log = open(work / "server-before.log", "wb")  # noqa: SIM115 - the server's life
+    cmd = [sys.executable, "-c", BEFORE_SERVE, str(port), "fake" if fake else "real"]
+    return subprocess.Popen(cmd, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def run(args: argparse.Namespace) -> dict:
     import certifi
 
@@ -205,6 +234,10 @@ def run(args: argparse.Namespace) -> dict:
     cmd += (["--fake"] if args.fake else []) + (["--no-warm-up"] if args.no_warm_up else [])
     log = open(work / "server.log", "wb")  # noqa: SIM115 - the server's life
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    before = None
+    if args.before_tree:
+        before_url = f"http://127.0.0.1:{(before_port := free_port())}/"
+        before = start_before_server(Path(args.before_tree).resolve(), before_port, args.fake, work)
     try:
         from gradio_client import Client, handle_file
 
@@ -222,6 +255,10 @@ def run(args: argparse.Namespace) -> dict:
         # even to http:// URLs; given one, it reuses it (certificates are still verified)
         tls = ssl.create_default_context(cafile=certifi.where())
         client_tls = Client(url, verbose=False, ssl_verify=tls)
+        client_before = None
+        if before is not None:
+            wait_ready(before_url, before, args.ready_timeout)
+            client_before = Client(before_url, verbose=False)
 
         def in_process(c: dict) -> float:
             t = time.perf_counter()
@@ -240,27 +277,34 @@ def run(args: argparse.Namespace) -> dict:
         # first calls (VAD and CMUdict loaded, caches built) are reported apart, not in the medians
         first = {"in_process": in_process(clips[0]), "api": api(clips[0])}
         api(clips[0], client_tls)
+        if client_before is not None:
+            first["api_before"] = api(clips[0], client_before)
         stages = ClientStages()
         undo = stages.install() if args.stages else None
         rows = []
         for c in clips:
-            t_in, t_api, t_tls, client_steps = [], [], [], []
+            t_in, t_api, t_tls, t_before, client_steps = [], [], [], [], []
             for _ in range(args.runs):
                 t_in.append(in_process(c))
+                if client_before is not None:
+                    t_before.append(api(c, client_before))
                 stages.marks.clear()
                 t_api.append(api(c))
                 client_steps.append(list(stages.marks))
                 t_tls.append(api(c, client_tls))
             rows.append({"seconds": c["seconds"], "text_words": len(c["text"].split()), "in_process": t_in,
-                         "api": t_api, "api_one_tls": t_tls, "client_steps": client_steps})
+                         "api": t_api, "api_one_tls": t_tls, "api_before": t_before, "client_steps": client_steps})
         if undo:
             undo()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p in (proc, before):
+            if p is None:
+                continue
+            p.terminate()
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
         log.close()
     server_stages = []
     if stage_log.exists():
@@ -282,24 +326,32 @@ def _median_steps(steps_per_run: list[list[tuple[str, float]]]) -> dict[str, flo
     return {k: statistics.median(v) for k, v in by.items()}
 
 
+PATHS = {
+    "in_process": "in-process",
+    "api_before": "API, app before (client defaults)",
+    "api": "API (client defaults)",
+    "api_one_tls": "API, client with one TLS context",
+}
+
+
 def table(result: dict) -> str:
+    keys = [k for k in PATHS if any(r.get(k) for r in result["rows"])]
     lines = [
-        "| clip | words | in-process | API (gradio_client defaults) | API, one TLS context "
-        "| API - in-process | API, one TLS - in-process |",
-        "|---|---|---|---|---|---|---|",
+        "| clip | words | " + " | ".join(PATHS[k] for k in keys) + " |",
+        "|---|---|" + "---|" * len(keys),
     ]
     for r in result["rows"]:
-        a, b, c = (statistics.median(r[k]) for k in ("in_process", "api", "api_one_tls"))
-        d1 = statistics.median([y - x for x, y in zip(r["in_process"], r["api"])])
-        d2 = statistics.median([y - x for x, y in zip(r["in_process"], r["api_one_tls"])])
-        lines.append(
-            f"| {r['seconds']:g} s | {r['text_words']} | {a:.3f} s | {b:.3f} s | {c:.3f} s | {d1:+.3f} s | {d2:+.3f} s |"
-        )
+        cells = [f"{statistics.median(r['in_process']):.3f} s"]
+        for k in keys[1:]:
+            d = statistics.median([y - x for x, y in zip(r["in_process"], r[k])])
+            cells.append(f"{statistics.median(r[k]):.3f} s ({d:+.3f})")
+        lines.append(f"| {r['seconds']:g} s | {r['text_words']} | " + " | ".join(cells) + " |")
+    first = ", ".join(f"{PATHS[k]} {v:.2f} s" for k, v in result["first"].items())
     lines += [
         "",
-        "Medians of the runs (seconds); the differences are medians of the per-run differences.",
-        f"First call after start (not in the medians): in-process {result['first']['in_process']:.2f} s, "
-        f"API {result['first']['api']:.2f} s (server {'warmed up at start' if result['server_warm_up'] else 'not warmed up'}).",
+        "Medians of the runs; in brackets the median of the per-run differences from in-process (the API's cost).",
+        f"First call after start (not in the medians): {first} "
+        f"(this server {'warmed up at start' if result['server_warm_up'] else 'not warmed up'}).",
     ]
     if any(r["client_steps"] and r["client_steps"][0] for r in result["rows"]):
         lines += ["", "API call as the client sees it (median seconds per run; POSTs by route):", ""]
@@ -324,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--stages", action="store_true", help="also time the steps of each API call")
     p.add_argument("--no-warm-up", action="store_true", help="start the server without webapp.scorer.warm_up()")
+    p.add_argument("--before-tree", default=None, help="also time the app of an earlier commit unpacked here "
+                   "(git archive REV | tar -x -C DIR); its server runs in the same run")
     p.add_argument("--ready-timeout", type=float, default=300)
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "api_overhead.md"))
     p.add_argument("--json", default=None)

@@ -158,6 +158,19 @@ def test_api_routes_fetch_no_url(guarded_app, lookups, route):
     assert outside(lookups) == [] and fake.calls == calls
 
 
+def test_odd_bodies_are_refused_not_crashing(guarded_app, lookups):
+    url = guarded_app[0]
+    deep = "[" * 5000 + "]" * 5000
+    r = httpx.post(url + "gradio_api/call/assess", content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    r = httpx.post(url + "gradio_api/call/assess", content=f"data={URL}", headers={"content-type": "text/plain"})
+    assert r.status_code == 403
+    big = b'{"data": ["' + b"x" * (security.MAX_JSON_BODY_BYTES + 10) + b'"]}'
+    r = httpx.post(url + "gradio_api/call/assess", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert outside(lookups) == []
+
+
 def test_gradio_client_with_a_url_is_refused(guarded_app, lookups):
     """handle_file(URL) sends the URL for the server to download: refused, nothing resolved."""
     from gradio_client import handle_file

@@ -218,11 +218,17 @@ class ServerGuard:
         body = b"".join(chunks)
         try:
             payload = json.loads(body) if body.strip() else None
+        except RecursionError:
+            return await _answer(send, 400, "The request is nested too deeply.")
         except ValueError:  # not JSON (no Gradio data route takes that): no URL at all then
             payload = None
             if "://" in _decoded(body.decode("latin-1")):
                 return await _answer(send, 403, URL_MESSAGE)
-        if next(payload_urls(payload), None) is not None:
+        try:
+            has_url = next(payload_urls(payload), None) is not None
+        except RecursionError:
+            return await _answer(send, 400, "The request is nested too deeply.")
+        if has_url:
             return await _answer(send, 403, URL_MESSAGE)
 
         keys = self._client_keys(scope, payload)
