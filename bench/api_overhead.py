@@ -351,7 +351,8 @@ def table(result: dict) -> str:
         "",
         "Medians of the runs; in brackets the median of the per-run differences from in-process (the API's cost).",
         f"First call after start (not in the medians): {first} "
-        f"(this server {'warmed up at start' if result['server_warm_up'] else 'not warmed up'}).",
+        f"(this commit's server {'warmed up at start' if result['server_warm_up'] else 'not warmed up'}; "
+        "the app before had no warm-up).",
     ]
     if any(r["client_steps"] and r["client_steps"][0] for r in result["rows"]):
         lines += ["", "API call as the client sees it (median seconds per run; POSTs by route):", ""]
@@ -365,6 +366,20 @@ def table(result: dict) -> str:
         lines += ["", "Server side: time per request by route (median seconds, count; APA_STAGE_LOG):", ""]
         lines.append(", ".join(f"{k} {statistics.median(v):.4f} (n={len(v)})" for k, v in sorted(by.items())))
     return "\n".join(lines)
+
+
+def shown_args(argv: list[str]) -> str:
+    """The command line for the results file, without the --note text (printed apart)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--note":
+            skip = True
+            continue
+        out.append(a)
+    return " ".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             f"# /assess API overhead ({result['date']})\n\n"
             f"{result['machine']}; OMP_NUM_THREADS={result['omp_threads'] or 'unset'}; scorer {result['scorer']}; "
             f"{result['runs']} runs per clip and path, alternating; server and client on one machine (loopback).\n"
-            f"`python -m bench.api_overhead {' '.join(sys.argv[1:])}`"
+            f"`python -m bench.api_overhead {shown_args(sys.argv[1:])}`"
             + (f"\n\n{args.note}" if args.note else "")
             + "\n\n"
         )
