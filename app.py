@@ -1,11 +1,12 @@
 """Pronunciation Coach: the Gradio app (learner page, teacher tab, `/assess` API).
 
     python app.py                                  # http://127.0.0.1:7860
-    python app.py --host 0.0.0.0 --port 8080 --model DIR_OR_HUB_ID --adapter DIR|none
+    python app.py --host 0.0.0.0 --port 8080 --model DIR_OR_HUB_ID --adapter DIR|none [--analytics]
 
 `--host/--port` default to GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (Spaces sets 0.0.0.0:7860),
 else 127.0.0.1:7860; `--model/--adapter` to apa.config (APA_MODEL / APA_ADAPTER, then apa-mini
-with the shipped adapter). No share link, no extra `allowed_paths`.
+with the shipped adapter). No share link, no extra `allowed_paths`, no outbound connection unless
+a Hub id is given or `--analytics` (webapp.security).
 
 API (also under "Use via API" in the page footer):
 
