@@ -47,15 +47,19 @@ def main(argv: list[str] | None = None) -> int:
         print(assemble_apa_mini())
         return 0
 
-    from apa.audio import AudioError, load_audio
+    from apa.audio import load_audio
+    from apa.errors import user_error
     from apa.scorer import DecodeOptions, load_scorer
-    from apa.text import TextError, to_words
+    from apa.text import to_words
 
     try:  # check the cheap things before loading the model
         to_words(args.text)
         audio = load_audio(args.audio)
-    except (AudioError, TextError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        err = user_error(e)
+        if err is None:
+            raise
+        print(f"error: {err[1]}", file=sys.stderr)
         return 2
     scorer = load_scorer(args.model, args.adapter, device=args.device, options=DecodeOptions(mode=args.mode))
     result = scorer.assess(audio, args.text)

@@ -230,12 +230,12 @@ class _Index:
 
 
 def _error_message(exc: BaseException) -> str:
-    """User-facing text for a per-row failure."""
-    from apa.audio import AudioError
-    from apa.text import TextError
+    """User-facing text for a per-row failure (apa.errors.user_error decides what is the user's)."""
+    from apa.errors import user_error
 
-    if isinstance(exc, (AudioError, TextError, BatchError)):
-        return str(exc)
+    err = user_error(exc)
+    if err is not None:
+        return err[1]
     log.exception("batch: unexpected error", exc_info=exc)
     return f"This file could not be scored (internal error: {type(exc).__name__})."
 

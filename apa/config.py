@@ -10,6 +10,10 @@ Environment variables (all optional):
     APA_DEVICE      torch device                          default: cuda if available, else cpu
     APA_STRICT_BASE "1": an adapter loaded onto another base than it was trained on is an error,
                     not a warning (the tests set it)    default: warning
+    APA_CONCURRENCY scorings the web app runs at once     default: 1 (one model)
+    APA_ANALYTICS   "1": let Gradio send analytics and check its version   default: off
+    APA_TRUST_FORWARDED "1": client address from X-Forwarded-For (behind a proxy)
+                    default: on when on Hugging Face Spaces (SPACE_ID set), else off
 
 "No adapter given" means the same everywhere (`resolve_adapter`): with the default model,
 the shipped adapter; with another model, none. Only the explicit word "none" asks for the
@@ -85,6 +89,27 @@ ADAPTER_HELP = (
     f"({DEFAULT_ADAPTER.relative_to(REPO_ROOT)}) with apa-mini, none with another model (env APA_ADAPTER)"
 )
 MODEL_HELP = "'apa-mini' (default), a Hub id or a local dir (env APA_MODEL)"
+
+
+def scorer_concurrency() -> int:
+    """How many scorings the web app runs at once: $APA_CONCURRENCY, else 1 (one model)."""
+    return max(1, int(_env("APA_CONCURRENCY") or 1))
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    value = _env(name)
+    return default if value is None else value.lower() in ("1", "true", "yes", "on")
+
+
+def gradio_analytics() -> bool:
+    """Whether the web app lets Gradio send analytics and check for updates: $APA_ANALYTICS, else no."""
+    return _flag("APA_ANALYTICS")
+
+
+def trust_forwarded() -> bool:
+    """Whether the client address comes from X-Forwarded-For: $APA_TRUST_FORWARDED, else only on
+    Hugging Face Spaces (whose proxy sets it)."""
+    return _flag("APA_TRUST_FORWARDED", default=_env("SPACE_ID") is not None)
 
 
 def pick_device(device: Any = None) -> Any:

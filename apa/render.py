@@ -119,7 +119,7 @@ CSV_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 PLOT_FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", "size": 13}
 
 # --------------------------------------------------------------------------------- CSS
-# Passed to launch(css=...) by app.py (Gradio 6 takes css at launch).
+# Passed to launch(css=...) by webapp.layout.launch_kwargs (Gradio 6 takes css at launch).
 CSS = """
 .apa-card { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; line-height: 1.35; }
 .apa-tiles { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 14px; }

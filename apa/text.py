@@ -35,13 +35,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from apa.config import MAX_TEXT_CHARS
+
 RESOURCES = Path(__file__).resolve().parent / "resources"
 SO762_LEXICON_FILE = RESOURCES / "so762_lexicon.txt"
 SO762_PROMPTS_FILE = RESOURCES / "so762_prompts.tsv"
 FALLBACK_FILE = RESOURCES / "g2p_fallback.tsv.gz"
 
 MAX_WORDS = 40  # words after normalisation (numbers count as the words they are read as)
-MAX_CHARS = 2000  # raw characters; checked before any processing
+MAX_CHARS = MAX_TEXT_CHARS  # raw characters; checked before any processing (apa.config)
 SOURCES = ("corpus", "cmudict", "fallback")
 MONOSYLLABLE_STRESS = "0"  # stress digit of the only vowel of a word (Speechocean762 convention)
 

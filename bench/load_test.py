@@ -5,7 +5,7 @@
         [--out bench/results/load.md] [--json FILE]
 
 It starts the app itself (`python -m bench.load_test --serve ...`, a subprocess on a free
-127.0.0.1 port): with the real scorer loaded through app.py's loader (`app.get_scorer()`: apa-mini
+127.0.0.1 port): with the real scorer loaded through the app's loader (`webapp.scorer.get_scorer()`: apa-mini
 and its shipped adapter, or APA_MODEL / APA_ADAPTER), or with `--fake` a fake scorer that sleeps
 `--fake-delay` seconds and returns fixed scores. The audio still goes through apa.audio (decode,
 checks, VAD) on the server in both modes. It waits for the server and one warm-up request, then:
@@ -83,11 +83,12 @@ def serve(port: int, fake: bool, fake_delay: float) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import app
+    from webapp import scorer as holder
 
     if fake:
-        app.set_scorer(FakeScorer(fake_delay))
+        holder.set_scorer(FakeScorer(fake_delay))
     t0 = time.perf_counter()
-    scorer = app.get_scorer()
+    scorer = holder.get_scorer()
     print(f"scorer {getattr(scorer, 'name', '?')} ready in {time.perf_counter() - t0:.1f} s", flush=True)
     app.demo.launch(server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_kwargs())
 
@@ -170,11 +171,19 @@ class Stats:
             self.error_examples.setdefault(kind, str(exc)[:200])
 
 
-def client_loop(url: str, clip: Path, text: str, deadline: float, hard_stop: float, max_requests: int, st: Stats) -> None:
+def client_address(i: int) -> str:
+    """A distinct documentation address per client, sent as X-Forwarded-For (the server trusts it,
+    as behind the Spaces proxy): each client is its own learner for the per-client caps."""
+    return f"198.51.{100 + i // 250}.{i % 250 + 1}"
+
+
+def client_loop(
+    url: str, clip: Path, text: str, deadline: float, hard_stop: float, max_requests: int, st: Stats, i: int = 0
+) -> None:
     from gradio_client import Client, handle_file
 
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, headers={"X-Forwarded-For": client_address(i)})
     except Exception as exc:  # noqa: BLE001
         st.error(f"connect:{type(exc).__name__}", exc)
         return
@@ -261,6 +270,7 @@ def run(args: argparse.Namespace) -> dict:
         cmd += ["--fake", "--fake-delay", str(args.fake_delay)]
     env = dict(os.environ)
     env.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    env["APA_TRUST_FORWARDED"] = "1"  # clients are told apart by X-Forwarded-For (client_address)
     if args.gradio_temp_dir:
         env["GRADIO_TEMP_DIR"] = args.gradio_temp_dir
     upload_dir = Path(env.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
@@ -275,7 +285,7 @@ def run(args: argparse.Namespace) -> dict:
         # warm-up: first request (lazy imports, VAD model) is not measured
         from gradio_client import Client, handle_file
 
-        warm = Client(url, verbose=False).predict(handle_file(str(clips[0])), args.text, api_name="/assess")
+        warm = Client(url, verbose=False, headers={"X-Forwarded-For": "192.0.2.1"}).predict(handle_file(str(clips[0])), args.text, api_name="/assess")
         assert warm["text"] == args.text, warm
         rss_start = rss_mb(proc.pid)
         st = Stats()
@@ -297,7 +307,7 @@ def run(args: argparse.Namespace) -> dict:
         threads = [
             threading.Thread(
                 target=client_loop,
-                args=(url, clips[i], args.text, deadline, hard_stop, args.max_requests, st),
+                args=(url, clips[i], args.text, deadline, hard_stop, args.max_requests, st, i),
                 daemon=True,
             )
             for i in range(args.clients)
@@ -317,7 +327,7 @@ def run(args: argparse.Namespace) -> dict:
         bad = {k: v for k, v in st.errors.items() if k != "queue_full"}
         growth = rss_end - rss_start
         result = {
-            "scorer": f"fake (sleeps {args.fake_delay:g} s)" if args.fake else "real (app.get_scorer(): apa-mini)",
+            "scorer": f"fake (sleeps {args.fake_delay:g} s)" if args.fake else "real (webapp.scorer.get_scorer(): apa-mini)",
             "clients": args.clients,
             "duration_s": args.duration,
             "drain_s": args.drain,

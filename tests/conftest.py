@@ -7,6 +7,10 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("APA_STRICT_BASE", "1")  # an adapter on a base it was not trained on is an error here
+# no telemetry from the test process's own gradio_client / huggingface_hub (read at import), so a
+# host name looked up during a test can only come from the app (tests/test_security.py)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SO762_DIR = Path(os.environ.get("APA_SO762_DIR", REPO_ROOT.parent / "shared" / "speechocean762"))

@@ -3,7 +3,7 @@ the /assess API through gradio_client against a live server with a fake scorer, 
 clients, and the Spaces / CLI wiring.
 
 The real model is never loaded: `FakeScorer` gives deterministic scores from the text and the
-audio and is injected with `app.build_demo(scorer=...)`.
+audio and is injected with `app.build_demo(scorer=...)` or `webapp.scorer.set_scorer`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import io
 import json
 import socket
 import sys
+import tempfile
 import threading
 import time
 import types
@@ -28,6 +29,9 @@ import soundfile as sf
 
 import app
 from apa import batch, render
+from apa.errors import INTERNAL_MESSAGE
+from webapp import handlers, layout, tts
+from webapp import scorer as holder
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
 pytestmark = [  # raised inside gradio's queue with pandas 3; not ours
@@ -135,13 +139,34 @@ def bad_files(tmp_path_factory, clip) -> dict[str, Path]:
 
 
 @pytest.fixture()
-def scorer(monkeypatch) -> FakeScorer:
+def fresh_holder():
+    """An empty scorer holder (nothing loaded, nothing configured), restored afterwards."""
+    saved, choice = holder.current(), holder.configured()
+    holder.set_scorer(None)
+    holder.configure()
+    try:
+        yield holder
+    finally:
+        holder.set_scorer(saved)
+        holder.configure(**choice)
+
+
+@pytest.fixture()
+def scorer(fresh_holder) -> FakeScorer:
     s = FakeScorer()
-    monkeypatch.setattr(app, "_scorer", s)
+    fresh_holder.set_scorer(s)
     return s
 
 
-def _free_port() -> int:
+def client_as(url: str, n: int):
+    """A gradio_client Client that the app (launched with trust_forwarded=True) sees as the
+    n-th distinct client address, as behind the Spaces proxy."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, headers={"X-Forwarded-For": f"203.0.113.{n % 250 + 1}"})
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -150,16 +175,17 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server():
     """The app on a free port in this process, with the fake scorer; yields its URL."""
-    saved = app._scorer
+    saved = holder.current()
     fake = FakeScorer(delay=0.05)
     demo = app.build_demo(scorer=fake)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    port = free_port()
+    kw = app.launch_kwargs(trust_forwarded=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
     try:
         yield f"http://127.0.0.1:{port}/", fake
     finally:
         demo.close()
-        app._scorer = saved
+        holder.set_scorer(saved)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +199,7 @@ def client(server):
 
 
 def test_sentence_library_levels_and_types():
-    data = json.loads(app.SENTENCES_PATH.read_text(encoding="utf-8"))
+    data = json.loads(handlers.SENTENCES_PATH.read_text(encoding="utf-8"))
     sents = data["sentences"]
     assert len(sents) >= 60
     assert {s["level"] for s in sents} == {"easy", "medium", "hard"} == set(data["levels"])
@@ -181,31 +207,31 @@ def test_sentence_library_levels_and_types():
     texts = [s["text"] for s in sents]
     assert len(set(texts)) == len(texts)
     assert "ZERO THREE FIVE ONE" in texts and "WE CALL IT BEAR" in texts
-    lib = app.sentence_library()
+    lib = handlers.sentence_library()
     assert all(len(v) >= 15 for v in lib.values())
 
 
 def test_every_library_sentence_is_accepted_by_to_words():
     from apa.text import to_words
 
-    for level in app.sentence_library().values():
+    for level in handlers.sentence_library().values():
         for text in level:
-            assert app.check_text(text) == text
+            assert handlers.check_text(text) == text
             assert len(to_words(text)) == len(text.split())
 
 
 def test_level_picker_updates_choices():
-    upd = app.pick_level("hard")
-    assert upd["choices"] == app.sentence_library()["hard"]
-    assert upd["value"] == app.sentence_library()["hard"][0]
-    assert app.random_sentence("medium")["value"] in app.sentence_library()["medium"]
+    upd = handlers.pick_level("hard")
+    assert upd["choices"] == handlers.sentence_library()["hard"]
+    assert upd["value"] == handlers.sentence_library()["hard"][0]
+    assert handlers.random_sentence("medium")["value"] in handlers.sentence_library()["medium"]
 
 
 # ------------------------------------------------------------------------------ learner handler
 
 
 def test_learner_score_renders_everything(scorer, clip):
-    out = app.learner_score(str(clip), "  we call  it bear ", [], progress=no_progress)
+    out = handlers.learner_score(str(clip), "  we call  it bear ", [], progress=no_progress)
     html, tip, radar, bars, history, hist_fig, download, charts = out
     for w in CLIP_TEXT.split():
         assert f"{w}</span>" in html
@@ -226,7 +252,7 @@ def test_learner_score_renders_everything(scorer, clip):
 
 def test_learner_score_appends_to_history(scorer, clip):
     hist = [{"time": "t", "text": "x", **{k: 5.0 for k in SENTENCE_ASPECTS}}]
-    out = app.learner_score(str(clip), CLIP_TEXT, hist, progress=no_progress)
+    out = handlers.learner_score(str(clip), CLIP_TEXT, hist, progress=no_progress)
     assert len(out[4]) == 2 and out[4][0]["text"] == "x"
     assert [len(tr.y) for tr in out[5].data] == [2] * 5
 
@@ -234,7 +260,7 @@ def test_learner_score_appends_to_history(scorer, clip):
 @pytest.mark.parametrize("code", ["no_speech", "too_long", "corrupt", "unsupported", "empty", "too_short"])
 def test_learner_bad_audio_gives_clear_error(scorer, bad_files, code):
     with pytest.raises(gr.Error) as ei:
-        app.learner_score(str(bad_files[code]), CLIP_TEXT, [], progress=no_progress)
+        handlers.learner_score(str(bad_files[code]), CLIP_TEXT, [], progress=no_progress)
     msg = ei.value.message
     assert len(msg) > 20 and "Traceback" not in msg
     assert scorer.calls == 0
@@ -242,19 +268,19 @@ def test_learner_bad_audio_gives_clear_error(scorer, bad_files, code):
 
 def test_learner_no_recording(scorer):
     with pytest.raises(gr.Error, match="(?i)record"):
-        app.learner_score(None, CLIP_TEXT, [], progress=no_progress)
+        handlers.learner_score(None, CLIP_TEXT, [], progress=no_progress)
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])
 def test_learner_empty_text(scorer, clip, text):
     with pytest.raises(gr.Error, match="(?i)sentence") as ei:
-        app.learner_score(str(clip), text, [], progress=no_progress)
+        handlers.learner_score(str(clip), text, [], progress=no_progress)
     assert ei.value.title == "Check the sentence"
 
 
 def test_learner_non_english_text(scorer, clip):
     with pytest.raises(gr.Error) as ei:
-        app.learner_score(str(clip), "我们叫它熊", [], progress=no_progress)
+        handlers.learner_score(str(clip), "我们叫它熊", [], progress=no_progress)
     assert ei.value.message and scorer.calls == 0
 
 
@@ -263,10 +289,10 @@ def test_learner_internal_error_is_generic(monkeypatch, clip):
         def assess(self, audio, text):
             raise RuntimeError("CUDA out of memory at 0xdeadbeef")
 
-    monkeypatch.setattr(app, "_scorer", Broken())
+    monkeypatch.setattr(holder, "get_scorer", lambda: Broken())
     with pytest.raises(gr.Error) as ei:
-        app.learner_score(str(clip), CLIP_TEXT, [], progress=no_progress)
-    assert ei.value.message == app.INTERNAL_MESSAGE and "deadbeef" not in ei.value.message
+        handlers.learner_score(str(clip), CLIP_TEXT, [], progress=no_progress)
+    assert ei.value.message == INTERNAL_MESSAGE and "deadbeef" not in ei.value.message
 
 
 def test_errors_never_clear_inputs():
@@ -290,40 +316,40 @@ def test_errors_never_clear_inputs():
 
 def test_queue_limits_are_set():
     demo = app.build_demo(scorer=FakeScorer())
-    assert demo._queue.max_size == app.QUEUE_MAX_SIZE
+    assert demo._queue.max_size == layout.QUEUE_MAX_SIZE
     fns = [f for f in demo.fns.values() if f.name in ("learner_score", "api_assess", "teacher_score")]
     assert len(fns) == 5
-    assert all(f.concurrency_id == "scorer" and f.concurrency_limit == app.SCORER_CONCURRENCY for f in fns)
+    assert all(f.concurrency_id == "scorer" and f.concurrency_limit == layout.SCORER_CONCURRENCY for f in fns)
 
 
 # ------------------------------------------------------------------------------ TTS
 
 
 def test_hear_button_hidden_without_espeak(monkeypatch):
-    monkeypatch.setattr(app, "tts_binary", lambda: None)
+    monkeypatch.setattr(tts, "tts_binary", lambda: None)
     demo = app.build_demo(scorer=FakeScorer())
     cfg = demo.get_config_file()
     hear = next(c for c in cfg["components"] if c["props"].get("elem_id") == "apa-hear")
     assert hear["props"]["visible"] is False
     with pytest.raises(gr.Error):
-        app.reference_audio("HELLO")
+        tts.reference_audio("HELLO")
 
 
 def test_reference_audio_with_espeak():
-    if app.tts_binary() is None:
+    if tts.tts_binary() is None:
         pytest.skip("espeak-ng is not installed")
-    upd = app.reference_audio("WE CALL IT BEAR")
+    upd = tts.reference_audio("WE CALL IT BEAR")
     assert upd["visible"] is True
     x, sr = sf.read(upd["value"])
     assert sr > 0 and len(x) / sr > 0.5
     with pytest.raises(gr.Error):
-        app.reference_audio("  ")
+        tts.reference_audio("  ")
 
 
 def test_reference_audio_text_is_not_an_option():
-    if app.tts_binary() is None:
+    if tts.tts_binary() is None:
         pytest.skip("espeak-ng is not installed")
-    path = app.reference_audio("--help -w /tmp/pwned.wav")["value"]
+    path = tts.reference_audio("--help -w /tmp/pwned.wav")["value"]
     assert Path(path).stat().st_size > 1000
     assert not Path("/tmp/pwned.wav").exists()
 
@@ -449,8 +475,8 @@ def test_batch_with_one_bad_file_gives_row_error(scorer, tmp_path, clip, bad_fil
         "=HYPERLINK(1).wav,HELLO\n",
         encoding="utf-8",
     )
-    tmp_before = set(Path(app.tempfile.gettempdir()).glob("apa-batch-*"))
-    table, download, summary = app.teacher_score(
+    tmp_before = set(Path(tempfile.gettempdir()).glob("apa-batch-*"))
+    table, download, summary = handlers.teacher_score(
         [str(good), str(bad_files["corrupt"]), str(z)], str(refs), progress=no_progress
     )
     rows = [dict(zip(batch.COLUMNS, r)) for r in table["value"]]
@@ -477,7 +503,7 @@ def test_batch_with_one_bad_file_gives_row_error(scorer, tmp_path, clip, bad_fil
     for line in parsed[1:]:
         assert not any(c[:1] in "=+-@" for c in line if c)
     # the request's temporary folders are gone
-    assert set(Path(app.tempfile.gettempdir()).glob("apa-batch-*")) <= tmp_before
+    assert set(Path(tempfile.gettempdir()).glob("apa-batch-*")) <= tmp_before
 
 
 def test_batch_csv_inside_zip_and_unlisted_files(scorer, tmp_path, clip):
@@ -485,20 +511,20 @@ def test_batch_csv_inside_zip_and_unlisted_files(scorer, tmp_path, clip):
         tmp_path / "class.zip",
         {"a.opus": clip.read_bytes(), "b.opus": clip.read_bytes(), "refs.csv": b"a.opus,WE CALL IT BEAR\n"},
     )
-    rows = batch.run_batch([z], None, app.assess_file)
+    rows = batch.run_batch([z], None, handlers.assess_file)
     assert [(r.file, bool(r.error)) for r in rows] == [("a.opus", False), ("b.opus", True)]
     assert "Not listed" in rows[1].error
 
 
 def test_batch_request_errors(scorer, tmp_path, clip):
     with pytest.raises(gr.Error, match="upload"):
-        app.teacher_score([], None, progress=no_progress)
+        handlers.teacher_score([], None, progress=no_progress)
     with pytest.raises(gr.Error, match="CSV"):
-        app.teacher_score([str(clip)], None, progress=no_progress)
+        handlers.teacher_score([str(clip)], None, progress=no_progress)
     evil = _zip(tmp_path / "evil.zip", {"../x.wav": b"1"})
     refs = tmp_path / "r.csv"
     refs.write_text("x.wav,HELLO\n")
-    table, _, _ = app.teacher_score([str(evil)], str(refs), progress=no_progress)
+    table, _, _ = handlers.teacher_score([str(evil)], str(refs), progress=no_progress)
     errors = {r[0]: r[-1] for r in table["value"]}
     assert "unsafe path" in errors["evil.zip"]
     assert errors["x.wav"].startswith("File not found")
@@ -510,13 +536,13 @@ def test_batch_request_errors(scorer, tmp_path, clip):
 def _exec_app_copy(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, app.ROOT / "app.py")
+    spec = importlib.util.spec_from_file_location(name, Path(app.__file__))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_import_loads_no_model(monkeypatch):
+def test_import_loads_no_model(monkeypatch, fresh_holder):
     import apa.scorer
 
     def boom(*a, **k):
@@ -525,10 +551,10 @@ def test_import_loads_no_model(monkeypatch):
     monkeypatch.setattr(apa.scorer, "load_scorer", boom)
     monkeypatch.delenv("SPACE_ID", raising=False)
     mod = _exec_app_copy("app_plain_import")
-    assert mod._scorer is None and isinstance(mod.demo, gr.Blocks)
+    assert holder.current() is None and isinstance(mod.demo, gr.Blocks)
 
 
-def test_get_scorer_loads_once_with_env(monkeypatch):
+def test_get_scorer_loads_once_with_env(monkeypatch, fresh_holder):
     calls = []
 
     def fake_load(model=None, adapter=None, *, device=None):
@@ -538,12 +564,10 @@ def test_get_scorer_loads_once_with_env(monkeypatch):
     import apa.scorer
 
     monkeypatch.setattr(apa.scorer, "load_scorer", fake_load)
-    monkeypatch.setattr(app, "_scorer", None)
-    monkeypatch.setattr(app, "_scorer_args", {"model": None, "adapter": None})
     monkeypatch.setenv("APA_MODEL", "env-model")
     monkeypatch.setenv("APA_ADAPTER", "env-adapter")
     with ThreadPoolExecutor(8) as ex:
-        got = list(ex.map(lambda _: app.get_scorer(), range(8)))
+        got = list(ex.map(lambda _: holder.get_scorer(), range(8)))
     assert calls == [("env-model", "env-adapter")]
     assert all(g is got[0] for g in got)
 
@@ -564,35 +588,38 @@ def test_spaces_gpu_is_applied_when_available(monkeypatch):
     def f(audio, text):
         return text
 
-    assert app._on_gpu(f)._on_zero_gpu and seen["duration"] == app.GPU_DURATION_S
+    assert holder.on_gpu(f)._on_zero_gpu and seen["duration"] == holder.GPU_DURATION_S
     monkeypatch.setitem(sys.modules, "spaces", None)  # import fails -> unchanged
     g = lambda a, t: t
-    assert app._on_gpu(g) is g
+    assert holder.on_gpu(g) is g
 
 
-def test_cli_flags_and_launch(monkeypatch):
+def test_cli_flags_and_launch(monkeypatch, fresh_holder):
     seen = {}
-    monkeypatch.setattr(app, "get_scorer", lambda: seen.setdefault("loaded", True))
+    monkeypatch.setattr(holder, "get_scorer", lambda: seen.setdefault("loaded", True))
+    monkeypatch.setattr(holder, "warm_up", lambda: seen.setdefault("warmed", True))
     monkeypatch.setattr(app.demo, "launch", lambda **kw: seen.update(kw))
-    monkeypatch.setattr(app, "_scorer_args", {"model": None, "adapter": None})
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
     monkeypatch.setenv("APA_ADAPTER", "from-env")
     app.main(["--port", "7999", "--model", "m1"])
     assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7999
-    assert app._scorer_args == {"model": "m1", "adapter": "from-env"}
-    assert seen["loaded"] and "share" not in seen and "allowed_paths" not in seen
+    assert holder.configured() == {"model": "m1", "adapter": None}  # the adapter: apa.config, from env
+    from apa.config import resolve_model
+
+    assert resolve_model(**holder.configured()).adapter == "from-env"
+    assert seen["loaded"] and seen["warmed"] and "share" not in seen and "allowed_paths" not in seen
     assert seen["css"] == render.CSS
 
 
-def test_space_preloads_model_at_import(monkeypatch):
+def test_space_preloads_model_at_import(monkeypatch, fresh_holder):
     import apa.scorer
 
     loaded = []
     monkeypatch.setattr(apa.scorer, "load_scorer", lambda m=None, a=None, **k: loaded.append(1) or FakeScorer())
     monkeypatch.setenv("SPACE_ID", "someone/pronunciation-coach")
     mod = _exec_app_copy("app_on_space")
-    assert loaded == [1] and isinstance(mod._scorer, FakeScorer)
+    assert loaded == [1] and isinstance(holder.current(), FakeScorer)
 
 
 # ------------------------------------------------------------------------------ live server + gradio_client
@@ -662,14 +689,14 @@ def test_api_missing_audio(client):
 
 
 def test_twenty_concurrent_clients(server, clip):
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     url, fake = server
-    texts = [t for level in app.sentence_library().values() for t in level][:20]
+    texts = [t for level in handlers.sentence_library().values() for t in level][:20]
     calls_before = fake.calls
 
     def one(text):
-        c = Client(url, verbose=False)
+        c = client_as(url, texts.index(text))
         return text, c.predict(handle_file(str(clip)), text, api_name="/assess")
 
     t0 = time.perf_counter()

@@ -24,7 +24,7 @@ if not Path(CHROMIUM).is_file():
 
 from test_app import CLIP_TEXT, clip, server  # noqa: F401  (shared fixtures: the corpus clip, the launched app)
 
-import app
+from webapp import tts
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 pytestmark = [
@@ -176,7 +176,7 @@ def test_teacher_tab_batch(page, clip, tmp_path):
 
 
 def test_hear_it_plays_the_reference(page):
-    if app.tts_binary() is None:
+    if tts.tts_binary() is None:
         pytest.skip("espeak-ng is not installed: the 'Hear it' button is hidden")
     assert not page.locator("#apa-ref-audio").is_visible()
     page.locator("#apa-hear").click()

@@ -19,6 +19,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import uuid
@@ -32,10 +33,12 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_app import CLIP_TEXT, FakeScorer, _free_port, no_progress
+from test_app import CLIP_TEXT, FakeScorer, client_as, free_port, no_progress
 
 import app
 from apa import audio, batch
+from webapp import handlers, layout, session, uploads
+from webapp import scorer as holder
 from apa.audio import AudioError, load_audio
 
 pytestmark = [  # raised inside gradio's queue with pandas 3; not ours
@@ -51,6 +54,11 @@ SAMPLE_BUDGET_BYTES = int(audio.MAX_DURATION_S * audio.MAX_INPUT_RATE * audio.MA
 
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def with_scorer(monkeypatch, fake) -> None:
+    """Use `fake` as the app's scorer for this test only."""
+    monkeypatch.setattr(holder, "get_scorer", lambda: fake)
 
 
 def tone(seconds: float = 0.5, sr: int = SR, ch: int = 1) -> np.ndarray:
@@ -386,16 +394,17 @@ def upload_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def live(upload_dir):
     """The app on a free port with a fake scorer and its own upload folder."""
-    saved = app._scorer
+    saved = holder.current()
     fake = FakeScorer()
     demo = app.build_demo(scorer=fake)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.launch_kwargs())
+    port = free_port()
+    kw = app.launch_kwargs(trust_forwarded=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
     try:
         yield {"url": f"http://127.0.0.1:{port}/", "demo": demo, "fake": fake, "uploads": upload_dir}
     finally:
         demo.close()
-        app._scorer = saved
+        holder.set_scorer(saved)
 
 
 @pytest.fixture(scope="module")
@@ -432,7 +441,7 @@ def files_under(*dirs: Path) -> set[Path]:
 
 
 def scratch_dirs() -> list[Path]:
-    tmp = Path(app.tempfile.gettempdir())
+    tmp = Path(tempfile.gettempdir())
     return [tmp / "apa-app", *tmp.glob("apa-batch-*")]
 
 
@@ -441,7 +450,7 @@ def test_no_share_no_extra_paths_no_conversion(live):
     kw = app.launch_kwargs()
     assert "share" not in kw and "allowed_paths" not in kw and not demo.share
     assert list(demo.allowed_paths or []) == []
-    assert kw["max_file_size"] == app.MAX_UPLOAD_BYTES == 100_000_000
+    assert kw["max_file_size"] == layout.MAX_UPLOAD_BYTES == 100_000_000
     # the audio inputs hand the uploaded file over untouched: Gradio decodes nothing (format=None),
     # so only apa.audio reads uploads, under its size and duration caps
     audios = [b for b in demo.blocks.values() if isinstance(b, gr.Audio) and b.interactive is not False]
@@ -522,7 +531,7 @@ def test_upload_over_the_gradio_cap_is_refused(live):
         "Content-Type: audio/wav\r\n\r\n"
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
-    size = app.MAX_UPLOAD_BYTES + 1_000_000
+    size = layout.MAX_UPLOAD_BYTES + 1_000_000
     chunk = bytes(1 << 20)
 
     def body():
@@ -560,8 +569,8 @@ def test_uploads_are_deleted_after_each_request_success_and_failure(live, api, s
     from gradio_client.exceptions import AppError
 
     written = []
-    real_scratch = app.scratch_file
-    monkeypatch.setattr(app, "scratch_file", lambda name: written.append(name) or real_scratch(name))
+    real_scratch = uploads.scratch_file
+    monkeypatch.setattr(uploads, "scratch_file", lambda name: written.append(name) or real_scratch(name))
     good = tmp_path / "good.wav"
     good.write_bytes(wav_with_marker(speech, b"x"))
     bad = tmp_path / "bad.wav"
@@ -601,7 +610,7 @@ def test_recording_bytes_are_not_logged_nor_kept(live, api, speech, tmp_path, ca
     out, err = capfd.readouterr()
     text = caplog.text + out + err
     assert marker.decode() not in text
-    tmp = Path(app.tempfile.gettempdir())
+    tmp = Path(tempfile.gettempdir())
     candidates = files_under(live["uploads"], *scratch_dirs())
     candidates |= {p for p in tmp.iterdir() if p.is_file() and p.stat().st_mtime >= t_start - 1}
     leaks = [p for p in candidates if p.stat().st_size < 50_000_000 and marker in p.read_bytes()]
@@ -639,32 +648,32 @@ def _fake_upload(upload_dir: Path, data: bytes, name: str = "audio.wav") -> Path
 
 
 def test_learner_upload_is_deleted_and_score_again_uses_memory(live, speech, monkeypatch):
-    monkeypatch.setattr(app, "_scorer", FakeScorer())
-    monkeypatch.setattr(app, "_recent", app.OrderedDict())
+    with_scorer(monkeypatch, FakeScorer())
+    session.recent_clear()
     up = _fake_upload(live["uploads"], wav_with_marker(speech, b"m"))
     with _Ctx(session="s1"):
-        first = app.learner_score(str(up), CLIP_TEXT, [], progress=no_progress)
+        first = handlers.learner_score(str(up), CLIP_TEXT, [], progress=no_progress)
     assert not up.exists() and not up.parent.exists()
     with _Ctx(session="s1"):  # "Score this recording again" after the file is gone
-        again = app.learner_score(str(up), "WE CALL IT", [], progress=no_progress)
+        again = handlers.learner_score(str(up), "WE CALL IT", [], progress=no_progress)
     assert "CALL</span>" in again[0] and len(first[4]) == 1
     with _Ctx(session="s2"), pytest.raises(gr.Error, match="could not be found"):
-        app.learner_score(str(up), CLIP_TEXT, [], progress=no_progress)  # another session: not shared
-    monkeypatch.setattr(app, "RECENT_TTL_S", 0.0)  # kept at most RECENT_TTL_S
+        handlers.learner_score(str(up), CLIP_TEXT, [], progress=no_progress)  # another session: not shared
+    monkeypatch.setattr(session, "RECENT_TTL_S", 0.0)  # kept at most RECENT_TTL_S
     with _Ctx(session="s1"), pytest.raises(gr.Error, match="could not be found"):
-        app.learner_score(str(up), CLIP_TEXT, [], progress=no_progress)
-    monkeypatch.setattr(app, "RECENT_TTL_S", 600.0)
+        handlers.learner_score(str(up), CLIP_TEXT, [], progress=no_progress)
+    monkeypatch.setattr(session, "RECENT_TTL_S", 600.0)
     # a bad sentence: the recording is deleted, but kept in memory so the fixed sentence scores it
     up2 = _fake_upload(live["uploads"], wav_with_marker(speech, b"n"))
     with _Ctx(session="s3"), pytest.raises(gr.Error):
-        app.learner_score(str(up2), "", [], progress=no_progress)
+        handlers.learner_score(str(up2), "", [], progress=no_progress)
     assert not up2.exists()
     with _Ctx(session="s3"):
-        assert "BEAR</span>" in app.learner_score(str(up2), CLIP_TEXT, [], progress=no_progress)[0]
+        assert "BEAR</span>" in handlers.learner_score(str(up2), CLIP_TEXT, [], progress=no_progress)[0]
     # memory is bounded: RECENT_MAX sessions
-    for i in range(app.RECENT_MAX + 5):
-        app._recent_put(f"x{i}", "p", np.zeros(1, np.float32))
-    assert len(app._recent) == app.RECENT_MAX
+    for i in range(session.RECENT_MAX + 5):
+        session.recent_put(f"x{i}", "p", np.zeros(1, np.float32))
+    assert session.recent_count() == session.RECENT_MAX
 
 
 def test_uploads_shared_with_another_request_are_kept(live, speech):
@@ -677,22 +686,22 @@ def test_uploads_shared_with_another_request_are_kept(live, speech):
     other = SimpleNamespace(data=SimpleNamespace(data=[{"path": str(up), "meta": {"_type": "gradio.FileData"}}, "HI"]))
     mine = SimpleNamespace(data=SimpleNamespace(data=[{"path": str(up)}, "HI"]))
     blocks = SimpleNamespace(_queue=SimpleNamespace(event_ids_to_events={"me": mine, "other": other}))
-    claims = app.claim_uploads([str(up)])
+    claims = uploads.claim_uploads([str(up)])
     with _Ctx(blocks=blocks, event_id="me"):
-        assert app.release_uploads(claims) == 0
+        assert uploads.release_uploads(claims) == 0
     assert up.exists()
     blocks._queue.event_ids_to_events.pop("other")
     again = up.with_name("tmp-upload")
     again.write_bytes(b"same bytes")
     os.replace(again, up)  # uploaded again since the claim (Gradio renames a temp file): a new inode
     with _Ctx(blocks=blocks, event_id="me"):
-        assert app.release_uploads(claims) == 0
+        assert uploads.release_uploads(claims) == 0
         assert up.exists()
-        assert app.release_uploads(app.claim_uploads([str(up)])) == 1
+        assert uploads.release_uploads(uploads.claim_uploads([str(up)])) == 1
     assert not up.exists()
-    outside = Path(app.tempfile.mkdtemp()) / "mine.wav"
+    outside = Path(tempfile.mkdtemp()) / "mine.wav"
     outside.write_bytes(b"x")
-    assert app.release_uploads(app.claim_uploads([str(outside), None, 3])) == 0 and outside.exists()
+    assert uploads.release_uploads(uploads.claim_uploads([str(outside), None, 3])) == 0 and outside.exists()
 
 
 def test_identical_concurrent_uploads_are_all_scored_then_deleted(live, speech, tmp_path, monkeypatch):
@@ -700,15 +709,15 @@ def test_identical_concurrent_uploads_are_all_scored_then_deleted(live, speech, 
     request is scored (none finds its file deleted by another), and the file is gone after."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
-    monkeypatch.setattr(app, "_scorer", FakeScorer(delay=0.3))
+    with_scorer(monkeypatch, FakeScorer(delay=0.3))
     clip = tmp_path / "same.wav"
     clip.write_bytes(wav_with_marker(speech, b"same"))
     before = files_under(live["uploads"])
 
-    def one(_):
-        return Client(live["url"], verbose=False).predict(handle_file(str(clip)), CLIP_TEXT, api_name="/assess")
+    def one(i):
+        return client_as(live["url"], i).predict(handle_file(str(clip)), CLIP_TEXT, api_name="/assess")
 
     with ThreadPoolExecutor(4) as ex:
         results = list(ex.map(one, range(4)))
@@ -725,27 +734,27 @@ def _zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_STORED) 
 
 
 def test_teacher_uploads_deleted_and_rerun_explains(live, speech, tmp_path, monkeypatch):
-    monkeypatch.setattr(app, "_scorer", FakeScorer())
+    with_scorer(monkeypatch, FakeScorer())
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
-    monkeypatch.setattr(app.tempfile, "tempdir", str(private_tmp))  # batch folders land here
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))  # batch folders land here
     wav = wav_with_marker(speech, b"t")
     a = _fake_upload(live["uploads"], wav, "a.wav")
     z = _fake_upload(live["uploads"], _zip(tmp_path / "c.zip", {"b.wav": wav}).read_bytes(), "class.zip")
     refs = _fake_upload(live["uploads"], b"file,text\na.wav,WE CALL IT BEAR\nb.wav,WE CALL IT BEAR\n", "refs.csv")
-    batch_dirs = set(Path(app.tempfile.gettempdir()).glob("apa-batch-*"))
-    table, download, summary = app.teacher_score([str(a), str(z)], str(refs), progress=no_progress)
+    batch_dirs = set(Path(tempfile.gettempdir()).glob("apa-batch-*"))
+    table, download, summary = handlers.teacher_score([str(a), str(z)], str(refs), progress=no_progress)
     assert summary.startswith("**2 of 2**")
     assert not a.exists() and not z.exists() and not refs.exists()
-    assert set(Path(app.tempfile.gettempdir()).glob("apa-batch-*")) <= batch_dirs
+    assert set(Path(tempfile.gettempdir()).glob("apa-batch-*")) <= batch_dirs
     with pytest.raises(gr.Error, match="no longer on the server"):
-        app.teacher_score([str(a), str(z)], str(refs), progress=no_progress)
+        handlers.teacher_score([str(a), str(z)], str(refs), progress=no_progress)
     # failure path (no CSV): the uploads are deleted too, and the batch folder
     c = _fake_upload(live["uploads"], wav, "c.wav")
     with pytest.raises(gr.Error, match="CSV"):
-        app.teacher_score([str(c)], None, progress=no_progress)
+        handlers.teacher_score([str(c)], None, progress=no_progress)
     assert not c.exists()
-    assert set(Path(app.tempfile.gettempdir()).glob("apa-batch-*")) <= batch_dirs
+    assert set(Path(tempfile.gettempdir()).glob("apa-batch-*")) <= batch_dirs
 
 
 # ------------------------------------------------------------------------------ zips and CSV
@@ -771,7 +780,7 @@ def test_zip_bomb_over_the_default_cap(scorer_free, tmp_path):
     refs = tmp_path / "r.csv"
     refs.write_text("bomb.wav,WE CALL IT BEAR\n")
     t0 = time.perf_counter()
-    rows = batch.run_batch([bomb], refs, app.assess_file, workdir=tmp_path)
+    rows = batch.run_batch([bomb], refs, handlers.assess_file, workdir=tmp_path)
     assert time.perf_counter() - t0 < 5
     errors = {r.file: r.error for r in rows}
     assert "200 MB" in errors["bomb.zip"] and "rejected" in errors["bomb.zip"]
@@ -789,7 +798,7 @@ def test_zip_bomb_lying_about_its_size_through_run_batch(scorer_free, tmp_path, 
     z.write_bytes(bytes(raw))
     refs = tmp_path / "r.csv"
     refs.write_text("a.wav,HI\n")
-    rows = batch.run_batch([z], refs, app.assess_file, workdir=tmp_path)
+    rows = batch.run_batch([z], refs, handlers.assess_file, workdir=tmp_path)
     assert rows[0].file == "liar.zip" and rows[0].error
     assert not list(tmp_path.glob("apa-batch-*"))
 
@@ -798,13 +807,13 @@ def test_zip_with_too_many_members_and_caps_across_zips(scorer_free, tmp_path, m
     many = _zip(tmp_path / "many.zip", {f"d/{i}.wav": b"" for i in range(batch.MAX_ZIP_MEMBERS + 1)})
     refs = tmp_path / "r.csv"
     refs.write_text("0.wav,HI\n")
-    rows = batch.run_batch([many], refs, app.assess_file, workdir=tmp_path)
+    rows = batch.run_batch([many], refs, handlers.assess_file, workdir=tmp_path)
     assert f"limit is {batch.MAX_ZIP_MEMBERS}" in rows[0].error
     # the size cap is for all the archives of a request together
     monkeypatch.setattr(batch, "MAX_ZIP_UNCOMPRESSED_BYTES", 1_000_000)
     z1 = _zip(tmp_path / "z1.zip", {"a.wav": bytes(600_000)})
     z2 = _zip(tmp_path / "z2.zip", {"b.wav": bytes(600_000)})
-    rows = batch.run_batch([z1, z2], refs, app.assess_file, workdir=tmp_path)
+    rows = batch.run_batch([z1, z2], refs, handlers.assess_file, workdir=tmp_path)
     errors = {r.file: r.error for r in rows}
     assert "z1.zip" not in errors and "rejected" in errors["z2.zip"]
 
@@ -816,14 +825,14 @@ def test_zip_slip_variants_through_run_batch(scorer_free, tmp_path):
         refs = tmp_path / "r.csv"
         refs.write_text("fine.wav,HI\n")
         (tmp_path / "w").mkdir(exist_ok=True)
-        rows = batch.run_batch([z], refs, app.assess_file, workdir=tmp_path / "w")
+        rows = batch.run_batch([z], refs, handlers.assess_file, workdir=tmp_path / "w")
         assert "unsafe path" in rows[0].error, evil
         assert not outside.exists() and not Path("/tmp/evil.wav").exists()
 
 
 @pytest.fixture()
 def scorer_free(monkeypatch):
-    monkeypatch.setattr(app, "_scorer", FakeScorer())
+    with_scorer(monkeypatch, FakeScorer())
 
 
 def test_csv_cells_starting_with_formula_characters_are_escaped():
@@ -861,7 +870,7 @@ def test_a_failed_request_leaves_the_next_ones_correct(live, api, speech, tmp_pa
     from gradio_client.exceptions import AppError
 
     flaky = FlakyScorer()
-    monkeypatch.setattr(app, "_scorer", flaky)
+    with_scorer(monkeypatch, flaky)
     good = tmp_path / "good.wav"
     good.write_bytes(wav_with_marker(speech, b"g"))
     bad = tmp_path / "bad.wav"
@@ -939,12 +948,12 @@ def test_model_state_survives_an_exception_inside_decoding(tiny_model_dir, monke
         assert_same_result(scorer.assess(x, CLIP_TEXT).to_dict(), before, tol)
         assert_same_result(scorer.assess(tone(0.8), "IT").to_dict(), other, tol)
     # through the app's scoring call too
-    monkeypatch.setattr(app, "_scorer", scorer)
+    with_scorer(monkeypatch, scorer)
     calls.update(n=0, fail_at=total // 2)
     with pytest.raises(RuntimeError):
-        app.score_audio(x, CLIP_TEXT)
+        holder.score_audio(x, CLIP_TEXT)
     calls.update(n=0, fail_at=None)
-    assert_same_result(app.score_audio(x, CLIP_TEXT).to_dict(), before, tol)
+    assert_same_result(holder.score_audio(x, CLIP_TEXT).to_dict(), before, tol)
 
 
 @pytest.fixture(scope="module")

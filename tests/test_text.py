@@ -318,7 +318,7 @@ def test_word_ipa_and_dataclass():
         ("Привет мир", "Cyrillic"),
         ("مرحبا بالعالم", "Arabic"),
         ("I love 北京 food", '"北京"'),
-        (" ".join(["word"] * 200), "200 words"),
+        (" ".join(["word"] * 60), "60 words"),  # under MAX_CHARS, over MAX_WORDS
         ("x" * (text.MAX_CHARS + 1), "characters"),
     ],
 )
