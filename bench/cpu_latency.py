@@ -76,7 +76,7 @@ def build_clips(lengths: list[float], out_dir: Path, seed: int = 0) -> list[dict
 
 
 # ----------------------------------------------------------------------------------------- worker
-def worker(mode: str, clips: list[dict], runs: int) -> dict:
+def worker(mode: str, clips: list[dict], runs: int, adapter: str | None = None) -> dict:
     t_import = time.perf_counter()
     import numpy as np
     import torch
@@ -88,7 +88,8 @@ def worker(mode: str, clips: list[dict], runs: int) -> dict:
     t_import = time.perf_counter() - t_import
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    scorer = load_scorer(options=DecodeOptions(fast=mode == "fast"))
+    # "baseline": the fast decoder with another adapter (e.g. the previous model), in the same run
+    scorer = load_scorer(adapter=adapter if mode == "baseline" else None, options=DecodeOptions(fast=mode != "reference"))
     load_s = time.perf_counter() - t
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -116,7 +117,7 @@ def worker(mode: str, clips: list[dict], runs: int) -> dict:
             "greedy": [r.greedy for r in readings], "expected": [r.expected for r in readings],
         })
     return {
-        "mode": mode, "import_s": t_import, "load_s": load_s, "threads": torch.get_num_threads(),
+        "mode": mode, "adapter": adapter if mode == "baseline" else None, "import_s": t_import, "load_s": load_s, "threads": torch.get_num_threads(),
         "rss_before_load_mb": rss_before / 1024, "rss_loaded_mb": rss_loaded / 1024,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "clips": out,
         "numpy": np.__version__,
@@ -188,6 +189,13 @@ def render(results: dict[str, dict], runs: int, first_load: float) -> str:
             same, dE,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    base = results.get("baseline")
+    if fast and base:
+        lines += ["", f"Shipped model (fast) against the baseline adapter ({base.get('adapter')}), same clips, same run; "
+                  "the shipped model's time includes its phone alignment:", "",
+                  "| clip | baseline median (s) | shipped median (s) | shipped / baseline |", "|---|---|---|---|"]
+        for f, b in zip(fast["clips"], base["clips"]):
+            lines.append(f"| {f['seconds']:g} s | {b['median']:.3f} | {f['median']:.3f} | {f['median'] / b['median']:.2f}x |")
     lines += ["", "| mode | import (s) | model load (s) | RSS after load (MB) | peak RSS (MB) |", "|---|---|---|---|---|"]
     for m, r in results.items():
         lines.append(f"| {m} | {r['import_s']:.2f} | {r['load_s']:.2f} | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
@@ -218,15 +226,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--lengths", type=float, nargs="+", default=[2, 5, 10, 20])
-    ap.add_argument("--modes", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
+    ap.add_argument("--modes", nargs="+", default=["fast", "reference"], choices=["fast", "reference", "baseline"])
+    ap.add_argument("--baseline-adapter", default=None,
+                    help="adapter dir of the 'baseline' mode (fast decoder), e.g. the previous shipped adapter")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_latency.md")
-    ap.add_argument("--worker", choices=["fast", "reference"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["fast", "reference", "baseline"], help=argparse.SUPPRESS)
     ap.add_argument("--clips", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if "baseline" in args.modes and not args.baseline_adapter:
+        ap.error("--modes baseline needs --baseline-adapter")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.worker:
         clips = json.loads(args.clips.read_text())
-        print("RESULT " + json.dumps(worker(args.worker, clips, args.runs)))
+        print("RESULT " + json.dumps(worker(args.worker, clips, args.runs, args.baseline_adapter)))
         return
     first_load = warm_up_process()
     with tempfile.TemporaryDirectory(prefix="apa-bench-") as tmp:
@@ -237,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
         for mode in args.modes:
             print(f"[{mode}] running ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
-                [sys.executable, "-m", "bench.cpu_latency", "--worker", mode, "--clips", str(spec), "--runs", str(args.runs)],
+                [sys.executable, "-m", "bench.cpu_latency", "--worker", mode, "--clips", str(spec), "--runs", str(args.runs)]
+                + (["--baseline-adapter", args.baseline_adapter] if args.baseline_adapter else []),
                 capture_output=True, text=True, cwd=REPO,
             )
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)

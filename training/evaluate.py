@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="Speechocean762 root (default: $APA_SO762_DIR, else ../shared/speechocean762)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    ap.add_argument("--shard", default=None, help="K/N: only utterances K, K+N, K+2N, ... (merge with training.merge_shards)")
     ap.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: 256 on a GPU, 8 on a CPU)")
     ap.add_argument("--device", default=None, help="torch device (default: $APA_DEVICE, else cuda when available, else cpu)")
     ap.add_argument("--dtype", default=None, help="model dtype (default: bfloat16 on a GPU, float32 on a CPU)")
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
     options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast")
     scorer = AudioLMMScorer.from_pretrained(model, choice.adapter, device=device, dtype=args.dtype, options=options)
     records = load_split(config.corpus_dir(args.data), args.split)[: args.limit]
+    if args.shard:
+        k, n = (int(v) for v in args.shard.split("/"))
+        records = records[k::n]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -137,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     device += f", {str(scorer.model.dtype).removeprefix('torch.')}"
     result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decoder": args.decoder,
               "batch_size": batch_size, "device": device, "load_seconds": round(load_seconds, 1),
-              "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS)}
+              "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS), "shard": args.shard}
     md = [f"# {scorer.name} on {LABEL_SNAPSHOT}, {args.split} split ({len(records)} utterances)\n",
           f"Decoding: {seconds:.1f} s ({args.decoder} decoder, batch {batch_size}, {device}; audio files read in {load_seconds:.1f} s before)\n"]
     for m in MODES:
