@@ -65,7 +65,7 @@ def test_result_html_has_every_word_class_symbol_and_legend():
 
 def test_result_html_shows_ipa_when_available():
     if not _has_ipa():
-        pytest.skip("apa.text.arpabet_to_ipa not available")
+        pytest.skip("apa.ipa.arpabet_to_ipa not available")
     out = render.result_html(_assessment())
     ipa = Phone("AO1").ipa
     assert f'<span class="apa-phone-ipa">{html.escape(ipa)}</span>' in out
