@@ -392,7 +392,7 @@ def fallback_g2p(word: str, table: Mapping[str, str] | None = None) -> tuple[str
     """Offline letter-to-sound for any word of letters A-Z (and apostrophes); never empty.
 
     Words without a vowel letter (HTML, TSMC) are spelled as letter names; others go through the
-    learned context table (`tools.build_text_resources.build_fallback_table`; the shipped one when `table` is None).
+    learned context table (`tools.build_text_resources`; the shipped one when `table` is None).
     Deterministic; stress: exactly one primary, then the corpus convention (`corpus_stress`).
     """
     word = word.upper()

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from apa import audio
+from apa.audio import vad
 from apa.audio import SAMPLE_RATE, AudioError, decode, load_audio, to_mono_16k, trim_silence
 
 SR = SAMPLE_RATE
@@ -341,7 +342,7 @@ def test_ffmpeg_decoding_stops_at_the_cap(tmp_path):
 
 def test_too_short_speech(speech):
     probs = audio.speech_probabilities(speech)
-    mid = int(np.argmax(np.convolve(probs, np.ones(5), "same"))) * audio.VAD_FRAME
+    mid = int(np.argmax(np.convolve(probs, np.ones(5), "same"))) * vad.VAD_FRAME
     cut = speech[mid : mid + SR // 10]  # 0.1 s from the middle of the most speech-like stretch
     err = error_of((SR, cut))
     assert err.code == "too_short"
@@ -406,7 +407,7 @@ def test_trim_keeps_margin_around_padded_speech(speech):
     span = audio.find_speech(x)
     assert span is not None and span.voiced_s <= span.duration_s
     y = trim_silence(x, span)
-    margin = round(audio.TRIM_MARGIN_S * SR)
+    margin = round(vad.TRIM_MARGIN_S * SR)
     assert len(y) == span.end - span.start + 2 * margin
     assert len(pad) <= span.start and span.end <= len(pad) + len(speech)  # zeros are never speech
     assert len(y) < len(x) - 3 * SR  # both 2 s pads are essentially gone
@@ -418,7 +419,7 @@ def test_trim_keeps_margin_around_padded_speech(speech):
 
 @pytest.fixture(scope="module")
 def vad_loaded():
-    audio._vad_model()  # so the first example does not pay for the torch import
+    vad._vad_model()  # so the first example does not pay for the torch import
 
 
 PREFIXES = [

@@ -37,6 +37,7 @@ from test_app import CLIP_TEXT, FakeScorer, client_as, free_port, no_progress
 
 import app
 from apa import audio, batch
+from apa.audio import limits, vad
 from webapp import handlers, layout, session, uploads
 from webapp import scorer as holder
 from apa.audio import AudioError, load_audio
@@ -50,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 SR = audio.SAMPLE_RATE
 CALL_S = 3.0  # wall-clock bound for one load_audio call on hostile input (2 shared cores)
 # the most samples apa.audio ever holds for learner audio: 30 s at 192 kHz, stereo (46 MB float32)
-SAMPLE_BUDGET_BYTES = int(audio.MAX_DURATION_S * audio.MAX_INPUT_RATE * audio.MAX_CHANNELS * 4)
+SAMPLE_BUDGET_BYTES = int(limits.MAX_DURATION_S * limits.MAX_INPUT_RATE * limits.MAX_CHANNELS * 4)
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -166,7 +167,7 @@ def bounded_outcome(data: bytes, *, check: bool = True, max_s: float = CALL_S, m
 
 @pytest.fixture(scope="module")
 def vad_loaded():
-    audio._vad_model()  # the torch import is not the input's fault
+    vad._vad_model()  # the torch import is not the input's fault
 
 
 # ------------------------------------------------------------------------------ audio: declared sizes
