@@ -33,3 +33,27 @@ def so762_dir() -> Path:
     if not (SO762_DIR / "resource" / "scores.json").is_file():
         pytest.skip(f"Speechocean762 not found at {SO762_DIR} (set APA_SO762_DIR)")
     return SO762_DIR
+
+
+@pytest.fixture
+def make_assessment():
+    """A factory: a 4-word Assessment ("WE CALL IT BEAR", BEAR weakest, then CALL) whose sentence
+    scores can be overridden by keyword (apa.render / apa.feedback tests)."""
+    from apa.schema import Assessment, Phone, Sentence, Word
+
+    def make(**sentence) -> Assessment:
+        s = {"accuracy": 6.0, "fluency": 8.0, "prosodic": 5.0, "completeness": 10.0, "total": 6.0}
+        s.update(sentence)
+        return Assessment(
+            text="WE CALL IT BEAR",
+            sentence=Sentence(**s),
+            words=(
+                Word("WE", 9.5, 10, 9, (Phone("W", 2.0), Phone("IY1", 1.9))),
+                Word("CALL", 4.0, 10, 4, (Phone("K", 1.8), Phone("AO1", 0.2), Phone("L", 1.0))),
+                Word("IT", 7.5, 10, 7, (Phone("IH1", 1.2), Phone("T", 2.0))),
+                Word("BEAR", 1.0, 5, 1, (Phone("B", 0.0), Phone("EH1", None), Phone("R", 0.4))),
+            ),
+            model="test",
+        )
+
+    return make

@@ -28,7 +28,7 @@ import pytest
 import soundfile as sf
 
 import app
-from apa import batch, render
+from apa import batch, feedback, render
 from apa.errors import INTERNAL_MESSAGE
 from webapp import handlers, layout, tts
 from webapp import scorer as holder
@@ -246,7 +246,7 @@ def test_learner_score_renders_everything(scorer, clip):
     # the tip names the weakest word the scorer produced
     a = Assessment.from_dict(result)
     weakest = min(a.words, key=lambda w: w.accuracy)
-    if weakest.accuracy < render.TIP_WORD_BELOW:
+    if weakest.accuracy < feedback.TIP_WORD_BELOW:
         assert f"<b>“{weakest.text}”</b>" in tip
 
 
