@@ -20,13 +20,6 @@ def _features(seed: int, n: int = N_PH) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from apa.mini import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-ev") / "model", seed=0)
-
-
-@pytest.fixture(scope="module")
 def processor(tiny_dir):
     from transformers import AutoProcessor
 

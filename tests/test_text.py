@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from apa import text
 from apa.text import (
-    ARPABET,
     ARPABET_CONSONANTS,
     ARPABET_VOWELS,
     MAX_WORDS,
