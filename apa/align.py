@@ -40,21 +40,14 @@ CMU phones), the result is the fallback: `ok=False`, `reason` says why, and
 With an empty reference there are no words and no phones (features() is (0, N_FEATURES)).
 
 State: the decoder keeps state across utterances (noise-removal statistics; `cmn live` once it
-sees a partial utterance), and reusing one moved ~3% of boundaries. A fresh decoder costs ~20 ms
-(no dictionary or LM is loaded), so every call creates its own: results do not depend on what
+sees a partial utterance), and reusing one moves boundaries. A fresh decoder is cheap (no
+dictionary or LM is loaded), so every call creates its own: results do not depend on what
 was aligned before, and calls from several threads are independent (the Cython wrapper holds the
 GIL, so threads do not run pocketsphinx in parallel; use processes for throughput).
 
-Measured (bench/gop_check.py, bench/results/gop_check.md; 200 test clips spread over the split):
-phone PCC/SCC against the experts' scores: lpp 0.268/0.194, log_post_mean 0.279/0.207,
-score_per_frame 0.267/0.195, lpp minus the best competitor 0.277/0.205; top-1 heard == canonical
-for 41% of phones (42% of phones labelled right, 9% of those labelled wrong); word accuracy vs
-the word's mean lpp 0.312/0.249 (mean log_post_mean 0.332/0.256). All 200 aligned.
-Word edges: espeak-ng words with known edges 97% within 0.1 s (median 0.023 s); on the corpus
-the first word starts within 0.1 s of Silero VAD's span for 95% of clips, the last word ends a
-median 0.08 s before it (60% within 0.1 s).
-
-Cost: 0.44 s of one core per utterance (3.9 s on average): CPU real-time factor 0.11.
+How well the features track the experts' scores, how close the word edges are and what an
+alignment costs: bench/gop_check.py, results in bench/results/gop_check.md and
+bench/results/measurements.md.
 Tested with pocketsphinx 5.1.1 (Python 3.11) and written against the 5.0.4 API (Python 3.12):
 only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, hyp, n_frames,
 start_stream.

