@@ -27,7 +27,7 @@ checks, VAD) on the server in both modes. It waits for the server and one warm-u
 
 Prints a markdown table (also written to --out with the date, machine and versions) and exits
 1 when a non-queue-full error happened or the RSS bound was broken. The server is killed at the
-end whatever happens. tests/test_reliability.py runs a short form (--fake, 8 clients, 10 s).
+end whatever happens. tests/test_load_test.py runs a short form (--fake, 8 clients, 10 s).
 """
 
 from __future__ import annotations
