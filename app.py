@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 
-from apa.config import ADAPTER_HELP, MODEL_HELP, gradio_analytics
+from apa.config import ADAPTER_HELP, MODEL_HELP, gradio_analytics, on_spaces, server_address
 from webapp import scorer, security
 
 DEFAULT_HOST = "127.0.0.1"
@@ -38,8 +37,9 @@ DEFAULT_PORT = 7860
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Pronunciation Coach web app")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", DEFAULT_HOST))
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", DEFAULT_PORT)))
+    host, port = server_address(DEFAULT_HOST, DEFAULT_PORT)
+    p.add_argument("--host", default=host)
+    p.add_argument("--port", type=int, default=port)
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--adapter", default=None, help=ADAPTER_HELP)
     p.add_argument(
@@ -56,7 +56,7 @@ from webapp.layout import build_demo, launch_kwargs  # noqa: E402
 
 demo = build_demo()
 
-if os.environ.get("SPACE_ID") and __name__ != "__main__":
+if on_spaces() and __name__ != "__main__":
     scorer.get_scorer()  # on Spaces: load at import, before the first learner arrives
     scorer.warm_up()
 

@@ -40,21 +40,14 @@ CMU phones), the result is the fallback: `ok=False`, `reason` says why, and
 With an empty reference there are no words and no phones (features() is (0, N_FEATURES)).
 
 State: the decoder keeps state across utterances (noise-removal statistics; `cmn live` once it
-sees a partial utterance), and reusing one moved ~3% of boundaries. A fresh decoder costs ~20 ms
-(no dictionary or LM is loaded), so every call creates its own: results do not depend on what
+sees a partial utterance), and reusing one moves boundaries. A fresh decoder is cheap (no
+dictionary or LM is loaded), so every call creates its own: results do not depend on what
 was aligned before, and calls from several threads are independent (the Cython wrapper holds the
 GIL, so threads do not run pocketsphinx in parallel; use processes for throughput).
 
-Measured (bench/gop_check.py, bench/results/gop_check.md; 200 test clips spread over the split):
-phone PCC/SCC against the experts' scores: lpp 0.268/0.194, log_post_mean 0.279/0.207,
-score_per_frame 0.267/0.195, lpp minus the best competitor 0.277/0.205; top-1 heard == canonical
-for 41% of phones (42% of phones labelled right, 9% of those labelled wrong); word accuracy vs
-the word's mean lpp 0.312/0.249 (mean log_post_mean 0.332/0.256). All 200 aligned.
-Word edges: espeak-ng words with known edges 97% within 0.1 s (median 0.023 s); on the corpus
-the first word starts within 0.1 s of Silero VAD's span for 95% of clips, the last word ends a
-median 0.08 s before it (60% within 0.1 s).
-
-Cost: 0.44 s of one core per utterance (3.9 s on average): CPU real-time factor 0.11.
+How well the features track the experts' scores, how close the word edges are and what an
+alignment costs: bench/gop_check.py, results in bench/results/gop_check.md and
+bench/results/measurements.md.
 Tested with pocketsphinx 5.1.1 (Python 3.11) and written against the 5.0.4 API (Python 3.12):
 only Config/Decoder, add_word, set_align_text, set_alignment, get_alignment, hyp, n_frames,
 start_stream.
@@ -207,7 +200,9 @@ def _model() -> tuple[str, np.ndarray, np.ndarray, int]:
     import pocketsphinx
 
     hmm = pocketsphinx.get_model_path("en-us/en-us")
-    ciphones, sen2ci = _read_mdef(Path(hmm) / "mdef")
+    from apa.weights.sphinx_mdef import read_mdef
+
+    ciphones, sen2ci = read_mdef(Path(hmm) / "mdef")
     phone_of_ci = np.array([PHONE_INDEX.get(p, -1) for p in ciphones])
     sen_phone = np.where(sen2ci >= 0, phone_of_ci[np.maximum(sen2ci, 0)], -1)
     missing = set(range(N_PHONES)) - set(sen_phone.tolist())
@@ -217,45 +212,6 @@ def _model() -> tuple[str, np.ndarray, np.ndarray, int]:
     order = order[sen_phone[order] >= 0]  # fillers out
     offsets = np.searchsorted(sen_phone[order], np.arange(N_PHONES))
     return hmm, order, offsets, len(sen2ci)
-
-
-def _read_mdef(path: Path) -> tuple[list[str], np.ndarray]:
-    """Binary sphinx model definition -> (CI phone names, base CI phone of every senone).
-
-    Layout (pocketsphinx bin_mdef.c, format version 1): int32 magic 'BMDF', version, header length,
-    header text; int32 n_ciphone, n_phone, n_emit_state, n_ci_sen, n_sen, n_tmat, n_sseq, n_ctx,
-    n_cd_tree, sil; NUL-terminated CI names padded to 4 bytes; cd_tree (8 bytes a node); phones
-    (int32 ssid, int32 tmat, uint8 info[4]; a CD phone's base is info[1]); int32 n; uint16 sseq[n]."""
-    buf = path.read_bytes()
-    magic, version, hdr_len = np.frombuffer(buf, "<i4", 3)
-    if magic != 0x46444D42 or version > 1:
-        raise RuntimeError(f"{path}: not a little-endian binary mdef (version 1)")
-    pos = 12 + hdr_len
-    (n_ci, n_phone, n_emit, _n_ci_sen, n_sen, _n_tmat, n_sseq, _n_ctx, n_tree, _sil) = np.frombuffer(
-        buf, "<i4", 10, pos
-    ).tolist()
-    pos += 40
-    names_start = pos
-    names = []
-    for _ in range(n_ci):
-        end = buf.index(b"\0", pos)
-        names.append(buf[pos:end].decode("ascii"))
-        pos = end + 1
-    pos = names_start + ((pos - names_start + 3) & ~3)
-    pos += 8 * n_tree
-    phones = np.frombuffer(buf, np.dtype([("ssid", "<i4"), ("tmat", "<i4"), ("info", "u1", 4)]), n_phone, pos)
-    pos += 12 * n_phone
-    (sseq_size,) = np.frombuffer(buf, "<i4", 1, pos)
-    sseq = np.frombuffer(buf, "<u2", sseq_size, pos + 4)
-    if not n_emit or sseq_size != n_sseq * n_emit:
-        raise RuntimeError(f"{path}: heterogeneous topologies are not supported")
-    sseq = sseq.reshape(n_sseq, n_emit)
-    base = np.where(np.arange(n_phone) < n_ci, np.arange(n_phone), phones["info"][:, 1])
-    sen2ci = np.full(n_sen, -1, np.int64)
-    # first writer wins, as in pocketsphinx (senones are not shared between base phones here)
-    for pid in range(n_phone - 1, -1, -1):
-        sen2ci[sseq[phones["ssid"][pid]]] = base[pid]
-    return names, sen2ci
 
 
 def _read_senones(path: Path, n_sen: int) -> np.ndarray:

@@ -31,7 +31,8 @@ from dataclasses import astuple, dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from apa.render import csv_cell, weakest_words
+from apa.feedback import weakest_words
+from apa.render import csv_cell
 from apa.schema import Assessment
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,13 @@ Environment variables (all optional):
     APA_ANALYTICS   "1": let Gradio send analytics and check its version   default: off
     APA_TRUST_FORWARDED "1": client address from X-Forwarded-For (behind a proxy)
                     default: on when on Hugging Face Spaces (SPACE_ID set), else off
+    APA_TINY_DIR    a prebuilt tiny random model for the tests   default: built per test session
+    APA_CHROMIUM    the browser the browser tests drive          default: chromium on PATH
+    APA_STAGE_LOG   file bench.api_overhead's server logs its stage timings to   default: none
+
+Read here too (other programs' settings this project follows): GRADIO_SERVER_NAME and
+GRADIO_SERVER_PORT (app.py's default address), SPACE_ID (running on Hugging Face Spaces),
+OMP_NUM_THREADS (reported by the benchmarks, passed on to child processes).
 
 "No adapter given" means the same everywhere (`resolve_adapter`): with the default model,
 the shipped adapter; with another model, none. Only the explicit word "none" asks for the
@@ -51,6 +58,12 @@ def cache_dir() -> Path:
     """Where built models live: $APA_CACHE, else ~/.cache/apa."""
     env = _env("APA_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "apa"
+
+
+def tiny_model_dir() -> Path | None:
+    """$APA_TINY_DIR: a prebuilt tiny random model for the tests (apa.mini.build_tiny_model), else None."""
+    env = _env("APA_TINY_DIR")
+    return Path(env).expanduser() if env else None
 
 
 def strict_base_check() -> bool:
@@ -112,6 +125,39 @@ def trust_forwarded() -> bool:
     return _flag("APA_TRUST_FORWARDED", default=_env("SPACE_ID") is not None)
 
 
+def on_spaces() -> bool:
+    """Whether this process runs on Hugging Face Spaces ($SPACE_ID is set)."""
+    return _env("SPACE_ID") is not None
+
+
+def server_address(default_host: str, default_port: int) -> tuple[str, int]:
+    """The web app's default (host, port): $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT, else the defaults."""
+    return _env("GRADIO_SERVER_NAME") or default_host, int(_env("GRADIO_SERVER_PORT") or default_port)
+
+
+def omp_threads() -> str | None:
+    """$OMP_NUM_THREADS as set (None when unset)."""
+    return _env("OMP_NUM_THREADS")
+
+
+def stage_log() -> Path | None:
+    """$APA_STAGE_LOG: where bench.api_overhead's server appends its per-stage timings, else None."""
+    env = _env("APA_STAGE_LOG")
+    return Path(env) if env else None
+
+
+def browser_path() -> str | None:
+    """$APA_CHROMIUM: the Chromium binary the browser tests drive, else None (look on PATH)."""
+    return _env("APA_CHROMIUM")
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def pick_device(device: Any = None) -> Any:
     """A torch.device: the argument, else $APA_DEVICE, else cuda when available, else cpu."""
     import torch
@@ -121,7 +167,7 @@ def pick_device(device: Any = None) -> Any:
     device = device or _env("APA_DEVICE")
     if device:
         return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cuda" if cuda_available() else "cpu")
 
 
 def pick_dtype(device: Any, dtype: Any = None) -> Any:

@@ -184,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         ap.error("nothing to do: use --self-test (model evaluation is `python -m training.evaluate`)")
     from pathlib import Path
 
-    root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
+    from apa.config import corpus_dir
+
+    root = corpus_dir(args.data)
     labels = [r.labels for r in load_split(root, args.split)]
     print(f"{LABEL_SNAPSHOT}, {args.split} split, {len(labels)} utterances\n")
     print("### labels vs labels\n")

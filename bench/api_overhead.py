@@ -26,16 +26,17 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
-import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from apa import config  # noqa: E402
+
+from bench.common import free_port, machine, wait_ready  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +97,7 @@ def serve(port: int, fake: bool, warm_up: bool = True) -> None:
     if warm_up:
         scorer.warm_up()
     kw = app.launch_kwargs()
-    stage_log = os.environ.get("APA_STAGE_LOG")
+    stage_log = config.stage_log()
     if stage_log:
         from starlette.middleware import Middleware
 
@@ -118,37 +119,14 @@ def serve(port: int, fake: bool, warm_up: bool = True) -> None:
 
 
 # ------------------------------------------------------------------------------------------ client side
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "config", timeout=2) as r:  # noqa: S310 - loopback
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("server did not start")
-
-
-def machine() -> str:
-    cpu = platform.processor() or ""
+def _wait(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """bench.common.wait_ready on /config; a server that fails to start ends this run."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{n} CPU cores ({cpu}), {platform.system()} {platform.release()}"
+        wait_ready(url, proc, timeout, path="config", poll_s=0.3)
+    except (RuntimeError, TimeoutError) as exc:
+        raise SystemExit(f"server did not start: {exc}") from exc
 
 
 class ClientStages:
@@ -249,7 +227,7 @@ def run(args: argparse.Namespace) -> dict:
         scorer.get_scorer()
         load_s = time.perf_counter() - t0
         clips = build_clips(args.lengths, work)
-        wait_ready(url, proc, args.ready_timeout)
+        _wait(url, proc, args.ready_timeout)
         client = Client(url, verbose=False)
         # gradio_client builds a new TLS context (loading the CA bundle) for each HTTP call it makes,
         # even to http:// URLs; given one, it reuses it (certificates are still verified)
@@ -257,7 +235,7 @@ def run(args: argparse.Namespace) -> dict:
         client_tls = Client(url, verbose=False, ssl_verify=tls)
         client_before = None
         if before is not None:
-            wait_ready(before_url, before, args.ready_timeout)
+            _wait(before_url, before, args.ready_timeout)
             client_before = Client(before_url, verbose=False)
 
         def in_process(c: dict) -> float:
@@ -312,7 +290,7 @@ def run(args: argparse.Namespace) -> dict:
     return {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(), "fake": args.fake,
             "runs": args.runs, "scorer": getattr(scorer.current(), "name", "?"), "load_s": load_s, "rows": rows,
             "first": first, "server_warm_up": not args.no_warm_up,
-            "server_stages": server_stages, "omp_threads": os.environ.get("OMP_NUM_THREADS", "")}
+            "server_stages": server_stages, "omp_threads": config.omp_threads() or ""}
 
 
 def _median_steps(steps_per_run: list[list[tuple[str, float]]]) -> dict[str, float]:

@@ -30,12 +30,14 @@ from pathlib import Path
 
 import torch
 
+from apa.config import cuda_available
+
 REPO = Path(__file__).resolve().parents[1]
 TEN_WORDS = "SOMETIMES I WALK TO THE PARK WITH MY LITTLE BROTHER"
 
 
 def sync() -> None:
-    if torch.cuda.is_available():
+    if cuda_available():
         torch.cuda.synchronize()
 
 
@@ -102,7 +104,7 @@ def bench_decode(name, model, processor, records, audios, batch_size, rows, raw)
     refs = [r.reference for r in records]
     scorer.read_many(audios[:batch_size], refs[:batch_size])  # warm-up (kernels, allocator)
     total.clear()
-    if torch.cuda.is_available():
+    if cuda_available():
         torch.cuda.reset_peak_memory_stats()
     sync()
     t = time.perf_counter()
@@ -110,7 +112,7 @@ def bench_decode(name, model, processor, records, audios, batch_size, rows, raw)
     sync()
     dt = time.perf_counter() - t
     n = len(records)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda_available() else float("nan")
 
     # naive: plain generate at batch 16, the longest target of the 16 for all
     sub = list(range(min(16, n)))

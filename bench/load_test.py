@@ -27,7 +27,7 @@ checks, VAD) on the server in both modes. It waits for the server and one warm-u
 
 Prints a markdown table (also written to --out with the date, machine and versions) and exits
 1 when a non-queue-full error happened or the RSS bound was broken. The server is killed at the
-end whatever happens. tests/test_reliability.py runs a short form (--fake, 8 clients, 10 s).
+end whatever happens. tests/test_load_test.py runs a short form (--fake, 8 clients, 10 s).
 """
 
 from __future__ import annotations
@@ -38,19 +38,21 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from apa.config import corpus_dir  # noqa: E402
+
+from bench.common import free_port, machine, wait_ready  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = Path(os.environ.get("APA_SO762_DIR", REPO.parent / "shared" / "speechocean762"))
+CORPUS = corpus_dir()
 CLIP = CORPUS / "WAVE" / "SPEAKER0001" / "000010011.opus"
 CLIP_TEXT = "WE CALL IT BEAR"
 SR = 16000
@@ -94,10 +96,6 @@ def serve(port: int, fake: bool, fake_delay: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------ client side
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_clips(n: int, out_dir: Path, source: Path | None = None) -> list[Path]:
@@ -220,21 +218,6 @@ def rss_mb(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    t_end = time.monotonic() + timeout
-    while time.monotonic() < t_end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the server was not ready in {timeout:.0f} s")
-
-
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -245,19 +228,6 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             pass
     return out
-
-
-def machine() -> str:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{n} CPU cores ({cpu}), {platform.system()} {platform.release()}"
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -202,10 +202,10 @@ def test_no_files_left(clips, tmp_path, monkeypatch):
 
 
 def test_corpus_file_roundtrip(clips, aligned, tmp_path):
-    from training.align_corpus import _pack, save
+    from training.align_corpus import pack, save
 
     bad = A.align(np.zeros(0, np.float32), clips[2][2])
-    packed = {clips[0][0]: _pack(aligned[0]), clips[1][0]: _pack(aligned[1]), "bad": _pack(bad)}
+    packed = {clips[0][0]: pack(aligned[0]), clips[1][0]: pack(aligned[1]), "bad": pack(bad)}
     path = save(tmp_path / "f.npz", packed, "test")
     got = A.load_corpus_features(path)
     meta = A.load_corpus_meta(path)

@@ -2,8 +2,9 @@
 the /assess API through gradio_client against a live server with a fake scorer, 20 concurrent
 clients, and the Spaces / CLI wiring.
 
-The real model is never loaded: `FakeScorer` gives deterministic scores from the text and the
-audio and is injected with `app.build_demo(scorer=...)` or `webapp.scorer.set_scorer`.
+The real model is never loaded: the fake scorer (tests/conftest.py) gives deterministic scores
+from the text and the audio and is injected with `app.build_demo(scorer=...)` or
+`webapp.scorer.set_scorer`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import socket
 import sys
 import tempfile
-import threading
 import time
 import types
-import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,89 +25,22 @@ import pytest
 import soundfile as sf
 
 import app
-from apa import batch, render
+from apa import batch, feedback, render
 from apa.errors import INTERNAL_MESSAGE
 from webapp import handlers, layout, tts
 from webapp import scorer as holder
-from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
+from apa.schema import SENTENCE_ASPECTS, Assessment
 
 pytestmark = [  # raised inside gradio's queue with pandas 3; not ours
     pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
 
-CLIP = ("SPEAKER0001", "000010011")  # "WE CALL IT BEAR"
 CLIP_TEXT = "WE CALL IT BEAR"
 SR = 16000
 
 
-# ------------------------------------------------------------------------------ fake scorer
-
-
-class FakeScorer:
-    """Deterministic scores from the text (word/phone names) and the audio (length, energy).
-
-    `extra` carries what it saw, so a client can check it got *its own* answer back.
-    """
-
-    name = "fake-scorer"
-
-    def __init__(self, delay: float = 0.0):
-        self.delay = delay
-        self.calls = 0
-        self._lock = threading.Lock()
-
-    def assess(self, audio: np.ndarray, text: str) -> Assessment:
-        from apa.text import to_words
-
-        assert audio.dtype == np.float32 and audio.ndim == 1
-        with self._lock:
-            self.calls += 1
-        if self.delay:
-            time.sleep(self.delay)
-        energy = float(np.sqrt(np.mean(np.square(audio)))) if audio.size else 0.0
-        words = []
-        for i, w in enumerate(to_words(text)):
-            h = zlib.crc32(f"{i}:{w.text}".encode())
-            acc = round(1.0 + (h % 91) / 10, 1)  # 1.0 .. 10.0
-            phones = tuple(
-                Phone(p, round((zlib.crc32(f"{i}:{j}:{p}".encode()) % 21) / 10, 1)) for j, p in enumerate(w.phones)
-            )
-            words.append(Word(w.text, acc, 10.0 if acc > 5 else 5.0, float(int(acc)), phones))
-        mean = round(float(np.mean([w.accuracy for w in words])), 1)
-        dur = len(audio) / SR
-        sentence = Sentence(
-            accuracy=mean,
-            fluency=round(min(10.0, 4.0 + dur), 1),
-            prosodic=round(max(0.0, mean - 1.0), 1),
-            completeness=10.0,
-            total=float(int(mean)),
-        )
-        return Assessment(
-            text=text,
-            sentence=sentence,
-            words=tuple(words),
-            model=self.name,
-            extra={"n_samples": len(audio), "energy": round(energy, 5)},
-        )
-
-    def assess_batch(self, items):
-        return [self.assess(a, t) for a, t in items]
-
-
-def no_progress(*args, **kwargs):
-    return None
-
-
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def clip(so762_dir: Path) -> Path:
-    p = so762_dir / "WAVE" / CLIP[0] / f"{CLIP[1]}.opus"
-    if not p.is_file():
-        pytest.skip(f"{p} not found")
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -136,56 +66,6 @@ def bad_files(tmp_path_factory, clip) -> dict[str, Path]:
     sliver[SR // 2 : SR // 2 + int(0.15 * sr)] = speech[start : start + int(0.15 * sr)]
     sf.write(files["too_short"], sliver, sr)
     return files
-
-
-@pytest.fixture()
-def fresh_holder():
-    """An empty scorer holder (nothing loaded, nothing configured), restored afterwards."""
-    saved, choice = holder.current(), holder.configured()
-    holder.set_scorer(None)
-    holder.configure()
-    try:
-        yield holder
-    finally:
-        holder.set_scorer(saved)
-        holder.configure(**choice)
-
-
-@pytest.fixture()
-def scorer(fresh_holder) -> FakeScorer:
-    s = FakeScorer()
-    fresh_holder.set_scorer(s)
-    return s
-
-
-def client_as(url: str, n: int):
-    """A gradio_client Client that the app (launched with trust_forwarded=True) sees as the
-    n-th distinct client address, as behind the Spaces proxy."""
-    from gradio_client import Client
-
-    return Client(url, verbose=False, headers={"X-Forwarded-For": f"203.0.113.{n % 250 + 1}"})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    """The app on a free port in this process, with the fake scorer; yields its URL."""
-    saved = holder.current()
-    fake = FakeScorer(delay=0.05)
-    demo = app.build_demo(scorer=fake)
-    port = free_port()
-    kw = app.launch_kwargs(trust_forwarded=True)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
-    try:
-        yield f"http://127.0.0.1:{port}/", fake
-    finally:
-        demo.close()
-        holder.set_scorer(saved)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +110,7 @@ def test_level_picker_updates_choices():
 # ------------------------------------------------------------------------------ learner handler
 
 
-def test_learner_score_renders_everything(scorer, clip):
+def test_learner_score_renders_everything(scorer, clip, no_progress):
     out = handlers.learner_score(str(clip), "  we call  it bear ", [], progress=no_progress)
     html, tip, radar, bars, history, hist_fig, download, charts = out
     for w in CLIP_TEXT.split():
@@ -246,11 +126,11 @@ def test_learner_score_renders_everything(scorer, clip):
     # the tip names the weakest word the scorer produced
     a = Assessment.from_dict(result)
     weakest = min(a.words, key=lambda w: w.accuracy)
-    if weakest.accuracy < render.TIP_WORD_BELOW:
+    if weakest.accuracy < feedback.TIP_WORD_BELOW:
         assert f"<b>“{weakest.text}”</b>" in tip
 
 
-def test_learner_score_appends_to_history(scorer, clip):
+def test_learner_score_appends_to_history(scorer, clip, no_progress):
     hist = [{"time": "t", "text": "x", **{k: 5.0 for k in SENTENCE_ASPECTS}}]
     out = handlers.learner_score(str(clip), CLIP_TEXT, hist, progress=no_progress)
     assert len(out[4]) == 2 and out[4][0]["text"] == "x"
@@ -258,7 +138,7 @@ def test_learner_score_appends_to_history(scorer, clip):
 
 
 @pytest.mark.parametrize("code", ["no_speech", "too_long", "corrupt", "unsupported", "empty", "too_short"])
-def test_learner_bad_audio_gives_clear_error(scorer, bad_files, code):
+def test_learner_bad_audio_gives_clear_error(scorer, bad_files, code, no_progress):
     with pytest.raises(gr.Error) as ei:
         handlers.learner_score(str(bad_files[code]), CLIP_TEXT, [], progress=no_progress)
     msg = ei.value.message
@@ -266,26 +146,26 @@ def test_learner_bad_audio_gives_clear_error(scorer, bad_files, code):
     assert scorer.calls == 0
 
 
-def test_learner_no_recording(scorer):
+def test_learner_no_recording(scorer, no_progress):
     with pytest.raises(gr.Error, match="(?i)record"):
         handlers.learner_score(None, CLIP_TEXT, [], progress=no_progress)
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])
-def test_learner_empty_text(scorer, clip, text):
+def test_learner_empty_text(scorer, clip, text, no_progress):
     with pytest.raises(gr.Error, match="(?i)sentence") as ei:
         handlers.learner_score(str(clip), text, [], progress=no_progress)
     assert ei.value.title == "Check the sentence"
 
 
-def test_learner_non_english_text(scorer, clip):
+def test_learner_non_english_text(scorer, clip, no_progress):
     with pytest.raises(gr.Error) as ei:
         handlers.learner_score(str(clip), "我们叫它熊", [], progress=no_progress)
     assert ei.value.message and scorer.calls == 0
 
 
-def test_learner_internal_error_is_generic(monkeypatch, clip):
-    class Broken(FakeScorer):
+def test_learner_internal_error_is_generic(monkeypatch, clip, fake_scorer_class, no_progress):
+    class Broken(fake_scorer_class):
         def assess(self, audio, text):
             raise RuntimeError("CUDA out of memory at 0xdeadbeef")
 
@@ -295,10 +175,10 @@ def test_learner_internal_error_is_generic(monkeypatch, clip):
     assert ei.value.message == INTERNAL_MESSAGE and "deadbeef" not in ei.value.message
 
 
-def test_errors_never_clear_inputs():
+def test_errors_never_clear_inputs(fake_scorer_class):
     """The scoring events' outputs never include the textbox or the recording, so an error
     (or a result) cannot clear what the learner typed or recorded."""
-    demo = app.build_demo(scorer=FakeScorer())
+    demo = app.build_demo(scorer=fake_scorer_class())
     cfg = demo.get_config_file()
     comps = {c["id"]: c for c in cfg["components"]}
     ids = {c["props"].get("elem_id"): c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id")}
@@ -314,8 +194,8 @@ def test_errors_never_clear_inputs():
         assert not protected & set(d["outputs"]), comps[d["outputs"][0]]
 
 
-def test_queue_limits_are_set():
-    demo = app.build_demo(scorer=FakeScorer())
+def test_queue_limits_are_set(fake_scorer_class):
+    demo = app.build_demo(scorer=fake_scorer_class())
     assert demo._queue.max_size == layout.QUEUE_MAX_SIZE
     fns = [f for f in demo.fns.values() if f.name in ("learner_score", "api_assess", "teacher_score")]
     assert len(fns) == 5
@@ -325,9 +205,9 @@ def test_queue_limits_are_set():
 # ------------------------------------------------------------------------------ TTS
 
 
-def test_hear_button_hidden_without_espeak(monkeypatch):
+def test_hear_button_hidden_without_espeak(monkeypatch, fake_scorer_class):
     monkeypatch.setattr(tts, "tts_binary", lambda: None)
-    demo = app.build_demo(scorer=FakeScorer())
+    demo = app.build_demo(scorer=fake_scorer_class())
     cfg = demo.get_config_file()
     hear = next(c for c in cfg["components"] if c["props"].get("elem_id") == "apa-hear")
     assert hear["props"]["visible"] is False
@@ -354,116 +234,13 @@ def test_reference_audio_text_is_not_an_option():
     assert not Path("/tmp/pwned.wav").exists()
 
 
-# ------------------------------------------------------------------------------ batch / teacher
+# ------------------------------------------------------------------------------ teacher tab (batch through the handler)
 
 
-def _zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
-def test_zip_slip_is_rejected(tmp_path):
-    for evil in ("../evil.wav", "a/../../evil.wav", "/abs/evil.wav", "..\\evil.wav", "C:/evil.wav"):
-        z = _zip(tmp_path / "evil.zip", {"ok.wav": b"x", evil: b"x"})
-        dest = tmp_path / "out"
-        with pytest.raises(batch.UnsafeZipError, match="unsafe path"):
-            batch.safe_extract_zip(z, dest)
-        assert not (tmp_path / "evil.wav").exists()
-        assert not dest.exists() or not any(dest.rglob("*.wav"))  # nothing written at all
-
-
-def test_zip_symlink_is_rejected(tmp_path):
-    z = tmp_path / "link.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        info = zipfile.ZipInfo("link.wav")
-        info.external_attr = 0o120777 << 16
-        zf.writestr(info, "/etc/passwd")
-    with pytest.raises(batch.UnsafeZipError, match="link"):
-        batch.safe_extract_zip(z, tmp_path / "out")
-
-
-def test_zip_caps(tmp_path):
-    z = _zip(tmp_path / "many.zip", {f"{i}.wav": b"x" for i in range(12)})
-    with pytest.raises(batch.UnsafeZipError, match="entries"):
-        batch.safe_extract_zip(z, tmp_path / "o1", max_members=10)
-    big = tmp_path / "big.zip"
-    with zipfile.ZipFile(big, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("a.wav", b"\0" * 5_000_000)  # compresses to a few KB
-    assert big.stat().st_size < 100_000
-    with pytest.raises(batch.UnsafeZipError, match="MB"):
-        batch.safe_extract_zip(big, tmp_path / "o2", max_total_bytes=1_000_000)
-    assert not any((tmp_path / "o2").rglob("*.wav")) if (tmp_path / "o2").exists() else True
-
-
-def test_zip_lying_about_its_size_is_stopped(tmp_path):
-    """A zip bomb whose headers declare a small size: the bytes written are counted."""
-    z = tmp_path / "liar.zip"
-    with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr("a.wav", b"\1" * 300_000)
-    raw = bytearray(z.read_bytes())
-    # patch the declared uncompressed size (central directory) to 10 bytes
-    cd = raw.rfind(b"PK\x01\x02")
-    raw[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
-    z.write_bytes(bytes(raw))
-    try:
-        batch.safe_extract_zip(z, tmp_path / "out", max_total_bytes=100_000)
-    except batch.BatchError:
-        pass  # either our byte counter or zipfile's own size check stops it
-    else:
-        pytest.fail("a zip that unpacks past the cap was accepted")
-    files = list((tmp_path / "out").rglob("*")) if (tmp_path / "out").exists() else []
-    assert sum(f.stat().st_size for f in files if f.is_file()) <= 100_000
-
-
-def test_zip_skips_junk_and_keeps_audio(tmp_path):
-    z = _zip(
-        tmp_path / "ok.zip",
-        {
-            "class/a.wav": b"1",
-            "__MACOSX/class/._a.wav": b"2",
-            "class/.hidden.wav": b"3",
-            "notes.pdf": b"4",
-            "refs.csv": b"5",
-        },
-    )
-    out = batch.safe_extract_zip(z, tmp_path / "out")
-    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in out) == ["class/a.wav", "refs.csv"]
-
-
-def test_read_references_formats(tmp_path):
-    p = tmp_path / "r.csv"
-    p.write_text("\ufefffile,text\na.wav,HELLO THERE\n\n b.wav , GOOD MORNING ,extra\nc.wav,\n", encoding="utf-8")
-    assert batch.read_references(p) == [("a.wav", "HELLO THERE"), ("b.wav", "GOOD MORNING"), ("c.wav", "")]
-    assert batch.read_references(b"a.wav;HI\n") == [("a.wav", "HI")]
-    assert batch.read_references(b"a.wav\tHI\n") == [("a.wav", "HI")]
-    with pytest.raises(batch.BatchError):
-        batch.read_references(b"\xff\xfe\x00bad")
-    with pytest.raises(batch.BatchError):
-        batch.read_references(b"file,text\n")
-
-
-def test_rows_to_csv_escapes_injection():
-    rows = [
-        batch.BatchRow(file="=cmd|' /C calc'!A0.wav", text="+HELLO", accuracy=7.5, error=""),
-        batch.BatchRow(file="@x.wav", text="-1 TWO", error="=bad"),
-        batch.BatchRow(file="ok.wav", text="WE CALL IT BEAR", accuracy=8.0),
-    ]
-    text = batch.rows_to_csv(rows)
-    parsed = list(csv.reader(io.StringIO(text)))
-    assert parsed[0] == batch.COLUMNS
-    assert parsed[1][0] == "'=cmd|' /C calc'!A0.wav" and parsed[1][1] == "'+HELLO" and parsed[1][2] == "7.5"
-    assert parsed[2][0] == "'@x.wav" and parsed[2][1] == "'-1 TWO" and parsed[2][-1] == "'=bad"
-    assert parsed[3][:3] == ["ok.wav", "WE CALL IT BEAR", "8.0"]
-    for row in parsed[1:]:
-        assert not any(c[:1] in "=+-@" for c in row if c)
-
-
-def test_batch_with_one_bad_file_gives_row_error(scorer, tmp_path, clip, bad_files):
+def test_batch_with_one_bad_file_gives_row_error(scorer, tmp_path, clip, bad_files, no_progress, make_zip):
     good = tmp_path / "good.opus"
     good.write_bytes(clip.read_bytes())
-    z = _zip(tmp_path / "more.zip", {"class1/000010011.opus": clip.read_bytes()})
+    z = make_zip(tmp_path / "more.zip", {"class1/000010011.opus": clip.read_bytes()})
     refs = tmp_path / "refs.csv"
     refs.write_text(
         "file,text\n"
@@ -506,8 +283,8 @@ def test_batch_with_one_bad_file_gives_row_error(scorer, tmp_path, clip, bad_fil
     assert set(Path(tempfile.gettempdir()).glob("apa-batch-*")) <= tmp_before
 
 
-def test_batch_csv_inside_zip_and_unlisted_files(scorer, tmp_path, clip):
-    z = _zip(
+def test_batch_csv_inside_zip_and_unlisted_files(scorer, tmp_path, clip, make_zip):
+    z = make_zip(
         tmp_path / "class.zip",
         {"a.opus": clip.read_bytes(), "b.opus": clip.read_bytes(), "refs.csv": b"a.opus,WE CALL IT BEAR\n"},
     )
@@ -516,12 +293,12 @@ def test_batch_csv_inside_zip_and_unlisted_files(scorer, tmp_path, clip):
     assert "Not listed" in rows[1].error
 
 
-def test_batch_request_errors(scorer, tmp_path, clip):
+def test_batch_request_errors(scorer, tmp_path, clip, no_progress, make_zip):
     with pytest.raises(gr.Error, match="upload"):
         handlers.teacher_score([], None, progress=no_progress)
     with pytest.raises(gr.Error, match="CSV"):
         handlers.teacher_score([str(clip)], None, progress=no_progress)
-    evil = _zip(tmp_path / "evil.zip", {"../x.wav": b"1"})
+    evil = make_zip(tmp_path / "evil.zip", {"../x.wav": b"1"})
     refs = tmp_path / "r.csv"
     refs.write_text("x.wav,HELLO\n")
     table, _, _ = handlers.teacher_score([str(evil)], str(refs), progress=no_progress)
@@ -554,12 +331,12 @@ def test_import_loads_no_model(monkeypatch, fresh_holder):
     assert holder.current() is None and isinstance(mod.demo, gr.Blocks)
 
 
-def test_get_scorer_loads_once_with_env(monkeypatch, fresh_holder):
+def test_get_scorer_loads_once_with_env(monkeypatch, fresh_holder, fake_scorer_class):
     calls = []
 
     def fake_load(model=None, adapter=None, *, device=None):
         calls.append((model, adapter))
-        return FakeScorer()
+        return fake_scorer_class()
 
     import apa.scorer
 
@@ -612,14 +389,14 @@ def test_cli_flags_and_launch(monkeypatch, fresh_holder):
     assert seen["css"] == render.CSS
 
 
-def test_space_preloads_model_at_import(monkeypatch, fresh_holder):
+def test_space_preloads_model_at_import(monkeypatch, fresh_holder, fake_scorer_class):
     import apa.scorer
 
     loaded = []
-    monkeypatch.setattr(apa.scorer, "load_scorer", lambda m=None, a=None, **k: loaded.append(1) or FakeScorer())
+    monkeypatch.setattr(apa.scorer, "load_scorer", lambda m=None, a=None, **k: loaded.append(1) or fake_scorer_class())
     monkeypatch.setenv("SPACE_ID", "someone/pronunciation-coach")
     mod = _exec_app_copy("app_on_space")
-    assert loaded == [1] and isinstance(holder.current(), FakeScorer)
+    assert loaded == [1] and isinstance(holder.current(), fake_scorer_class)
 
 
 # ------------------------------------------------------------------------------ live server + gradio_client
@@ -688,7 +465,7 @@ def test_api_missing_audio(client):
     assert ei.value.title == "empty"
 
 
-def test_twenty_concurrent_clients(server, clip):
+def test_twenty_concurrent_clients(server, clip, client_as):
     from gradio_client import handle_file
 
     url, fake = server
@@ -710,3 +487,5 @@ def test_twenty_concurrent_clients(server, clip):
         assert [w["text"] for w in res["words"]] == text.split()
     assert fake.calls - calls_before == 20
     assert elapsed < 60
+
+

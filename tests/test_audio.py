@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import pickle
@@ -10,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,8 @@ import soxr
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from apa import audio
-from apa.audio import SAMPLE_RATE, AudioError, decode, load_audio, to_mono_16k, trim_silence
+from apa import audio, batch
+from apa.audio import SAMPLE_RATE, AudioError, decode, limits, load_audio, to_mono_16k, trim_silence, vad
 
 SR = SAMPLE_RATE
 MIN_LEN = round(audio.MIN_SPEECH_S * SR)  # samples
@@ -341,7 +343,7 @@ def test_ffmpeg_decoding_stops_at_the_cap(tmp_path):
 
 def test_too_short_speech(speech):
     probs = audio.speech_probabilities(speech)
-    mid = int(np.argmax(np.convolve(probs, np.ones(5), "same"))) * audio.VAD_FRAME
+    mid = int(np.argmax(np.convolve(probs, np.ones(5), "same"))) * vad.VAD_FRAME
     cut = speech[mid : mid + SR // 10]  # 0.1 s from the middle of the most speech-like stretch
     err = error_of((SR, cut))
     assert err.code == "too_short"
@@ -406,7 +408,7 @@ def test_trim_keeps_margin_around_padded_speech(speech):
     span = audio.find_speech(x)
     assert span is not None and span.voiced_s <= span.duration_s
     y = trim_silence(x, span)
-    margin = round(audio.TRIM_MARGIN_S * SR)
+    margin = round(vad.TRIM_MARGIN_S * SR)
     assert len(y) == span.end - span.start + 2 * margin
     assert len(pad) <= span.start and span.end <= len(pad) + len(speech)  # zeros are never speech
     assert len(y) < len(x) - 3 * SR  # both 2 s pads are essentially gone
@@ -418,7 +420,7 @@ def test_trim_keeps_margin_around_padded_speech(speech):
 
 @pytest.fixture(scope="module")
 def vad_loaded():
-    audio._vad_model()  # so the first example does not pay for the torch import
+    vad._vad_model()  # so the first example does not pay for the torch import (not the input's fault)
 
 
 PREFIXES = [
@@ -494,3 +496,286 @@ def test_import_is_light():
     code = "import sys, apa.audio; sys.exit(any(m in sys.modules for m in ('torch', 'av', 'silero_vad')))"
     proc = subprocess.run([sys.executable, "-c", code], check=False, cwd=Path(__file__).parents[1])
     assert proc.returncode == 0
+
+
+CALL_S = 3.0  # wall-clock bound for one load_audio call on hostile input (2 shared cores)
+
+
+SAMPLE_BUDGET_BYTES = int(limits.MAX_DURATION_S * limits.MAX_INPUT_RATE * limits.MAX_CHANNELS * 4)
+
+
+def tone(seconds: float = 0.5, sr: int = SR, ch: int = 1) -> np.ndarray:
+    t = np.arange(round(sr * seconds)) / sr
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
+    return np.repeat(x[:, None], ch, axis=1) if ch > 1 else x
+
+
+def encode(x: np.ndarray, sr: int, fmt: str, subtype: str) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def wav_header(sr: int, ch: int, bits: int, data_len: int, *, riff_len: int | None = None, tag: int = 1) -> bytes:
+    """A canonical 44-byte WAV header whose fields may lie (sizes are written mod 2^32)."""
+    riff = (36 + data_len) if riff_len is None else riff_len
+    fmt = struct.pack("<HHIIHH", tag, ch, sr, (sr * ch * bits // 8) & 0xFFFFFFFF, (ch * bits // 8) & 0xFFFF, bits)
+    return (
+        b"RIFF" + struct.pack("<I", riff & 0xFFFFFFFF) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+        + b"data" + struct.pack("<I", data_len & 0xFFFFFFFF)
+    )
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else (r << 1)
+        table.append(r & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def ogg_pages(data: bytes) -> list[int]:
+    """Offsets of the Ogg pages."""
+    out, i = [], data.find(b"OggS")
+    while i >= 0:
+        out.append(i)
+        i = data.find(b"OggS", i + 1)
+    return out
+
+
+def ogg_fix_crc(data: bytearray, page: int) -> None:
+    """Recompute the CRC of the page at this offset (so a lying page is not dropped as damaged)."""
+    nseg = data[page + 26]
+    size = 27 + nseg + sum(data[page + 27 : page + 27 + nseg])
+    data[page + 22 : page + 26] = b"\0\0\0\0"
+    crc = 0
+    for b in data[page : page + size]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[((crc >> 24) & 0xFF) ^ b]
+    data[page + 22 : page + 26] = struct.pack("<I", crc)
+
+
+def outcome(data: bytes, *, check: bool = True) -> str:
+    """'ok' or the AudioError code; any other exception fails the test."""
+    try:
+        y = load_audio(data, check=check)
+    except AudioError as err:
+        assert err.code in audio.CODES and len(str(err)) > 20
+        return err.code
+    assert y.dtype == np.float32 and y.ndim == 1 and np.all(np.isfinite(y)) and np.all(np.abs(y) <= 1.0)
+    return "ok"
+
+
+def _vm_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def bounded_outcome(data: bytes, *, check: bool = True, max_s: float = CALL_S, max_bytes: int) -> str:
+    """outcome(), asserting the wall time and the memory: numpy allocations (tracemalloc peak)
+    and, where Linux lets us reset the peak (clear_refs 5), the process's peak RSS growth
+    (which also sees libsndfile's and FFmpeg's own allocations)."""
+    rss_reset = False
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        rss_reset = True
+    except OSError:
+        pass
+    rss0 = _vm_kb("VmRSS")
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        code = outcome(data, check=check)
+    finally:
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert elapsed < max_s, f"{elapsed:.1f} s for {len(data)} bytes ({code})"
+    assert peak < max_bytes, f"numpy peak {peak / 1e6:.0f} MB ({code})"
+    hwm = _vm_kb("VmHWM")
+    if rss_reset and rss0 is not None and hwm is not None:
+        assert (hwm - rss0) * 1024 < max_bytes + 64_000_000, f"RSS peak grew {(hwm - rss0) / 1e3:.0f} MB ({code})"
+    return code
+
+
+def _silence(fmt: str, sr: int, ch: int, seconds: int) -> bytes:
+    """`seconds` of silence at sr Hz, ch channels, as FLAC (16-bit) or Ogg Vorbis, written second
+    by second (the header then declares exactly that)."""
+    subtype, dtype = {"FLAC": ("PCM_16", np.int16), "OGG": ("VORBIS", np.float32)}[fmt]
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", sr, ch, format=fmt, subtype=subtype) as f:
+        for _ in range(seconds):
+            f.write(np.zeros((sr, ch), dtype))
+    return buf.getvalue()
+
+
+HEADER_REJECT_BYTES = 32_000_000  # files refused from their header, or ~1 s of audio: no more than this
+
+
+@functools.lru_cache(maxsize=1)
+def huge_cases() -> dict[str, tuple[bytes, set[str], int]]:
+    """name -> (file, the AudioError codes allowed, memory bound in bytes)."""
+    speechless = (tone(1.0) * 32767).astype(np.int16).tobytes()
+    cases = {
+        # data chunk / RIFF size claiming 4 GB, with 1 s (or nothing) behind it
+        "wav data 4 GB": (wav_header(SR, 1, 16, 0xFFFFFFFF) + speechless, {"no_speech"}),
+        "wav riff+data 4 GB": (wav_header(SR, 1, 16, 0xFFFFFFF0, riff_len=0xFFFFFFFF) + speechless, {"no_speech"}),
+        "wav header only, 4 GB": (wav_header(SR, 1, 16, 0xFFFFFFFF), {"empty", "corrupt"}),
+        "wav 192 kHz 8 ch float, 4 GB": (wav_header(192000, 8, 32, 0xFFFFFFFF, tag=3) + bytes(4096), {"unsupported"}),
+        "wav 65535 channels": (wav_header(SR, 65535, 16, 0xFFFFFFFF) + speechless, {"unsupported", "corrupt"}),
+        "wav 4 GHz rate": (wav_header(0xFFFFFFFF, 1, 16, len(speechless)) + speechless, {"unsupported", "corrupt"}),
+        # compressed silence: a few kB that decode to a lot at a high rate and channel count
+        # (before the header check, 40 s of them decoded 1.3 GB (FLAC) and 3 GB (Vorbis); these
+        # shorter ones 84 MB and 98 MB, far past HEADER_REJECT_BYTES)
+        "flac 655 kHz 8 ch": (_silence("FLAC", 655350, 8, 2), {"unsupported"}),
+        "vorbis 192 kHz 64 ch": (_silence("OGG", 192000, 64, 1), {"unsupported"}),
+    }
+    cases = {k: (v[0], v[1], HEADER_REJECT_BYTES) for k, v in cases.items()}
+    # the most a legitimate learner file can make us decode: 30 s at 192 kHz stereo, then stop
+    cases["vorbis 192 kHz stereo 40 s"] = (_silence("OGG", 192000, 2, 40), {"too_long"}, SAMPLE_BUDGET_BYTES * 4)
+    # FLAC STREAMINFO: total samples (36 bits) all ones, i.e. 2^36 - 1 declared samples
+    fl = bytearray(encode(tone(), SR, "FLAC", "PCM_16"))
+    fl[21] |= 0x0F
+    fl[22:26] = b"\xff\xff\xff\xff"
+    cases["flac total samples 2^36"] = (bytes(fl), {"no_speech"}, HEADER_REJECT_BYTES)
+    # Ogg: the last page's granule position at 2^63 - 1 (a declared length of ~10^10 years),
+    # and the first page's segment table claiming 255 x 255 bytes that are not there
+    for name, sub in (("vorbis", "VORBIS"), ("opus", "OPUS")):
+        og = bytearray(encode(tone(), 48000 if sub == "OPUS" else SR, "OGG", sub))
+        last = ogg_pages(bytes(og))[-1]
+        og[last + 6 : last + 14] = struct.pack("<q", 2**63 - 1)
+        ogg_fix_crc(og, last)
+        cases[f"ogg {name} granule 2^63"] = (bytes(og), {"no_speech", "too_long", "corrupt"}, HEADER_REJECT_BYTES)
+        og2 = bytearray(encode(tone(), 48000 if sub == "OPUS" else SR, "OGG", sub))
+        first = 0
+        nseg = og2[first + 26]
+        og2[first + 27 : first + 27 + nseg] = b"\xff" * nseg
+        cases[f"ogg {name} segment table 255x255"] = (bytes(og2), {"corrupt", "no_speech", "empty"}, HEADER_REJECT_BYTES)
+    return cases
+
+
+HUGE_NAMES = [
+    "wav data 4 GB", "wav riff+data 4 GB", "wav header only, 4 GB", "wav 192 kHz 8 ch float, 4 GB",
+    "wav 65535 channels", "wav 4 GHz rate", "flac 655 kHz 8 ch", "vorbis 192 kHz 64 ch",
+    "vorbis 192 kHz stereo 40 s", "flac total samples 2^36", "ogg vorbis granule 2^63",
+    "ogg vorbis segment table 255x255", "ogg opus granule 2^63", "ogg opus segment table 255x255",
+]
+
+
+def test_huge_case_names():
+    assert sorted(huge_cases()) == sorted(HUGE_NAMES)
+
+
+@pytest.mark.parametrize("name", HUGE_NAMES)
+def test_huge_declared_sizes_are_bounded(vad_loaded, name):
+    data, expected, max_bytes = huge_cases()[name]
+    assert len(data) < 300_000
+    code = bounded_outcome(data, max_bytes=max_bytes)
+    assert code in expected, (name, code)
+
+
+def test_tiny_and_non_finite_files(vad_loaded):
+    """1-sample files in each container, and NaN / inf samples: a clear error, fast."""
+    one = np.array([0.5], np.float32)
+    for fmt, sub in (("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("AIFF", "PCM_16")):
+        assert bounded_outcome(encode(one, SR, fmt, sub), max_bytes=8_000_000, max_s=1.0) in {"no_speech", "empty", "corrupt"}
+    assert bounded_outcome(wav_header(SR, 1, 16, 2) + b"\x10\x00", max_bytes=8_000_000) == "no_speech"
+    for v in (np.nan, np.inf, -np.inf):
+        assert bounded_outcome(wav_header(SR, 1, 32, 4, tag=3) + np.float32(v).tobytes(), max_bytes=8_000_000) == "corrupt"
+    mixed = tone(1.0)
+    mixed[::2] = np.inf  # half the samples
+    assert bounded_outcome(encode(mixed, SR, "WAV", "FLOAT"), max_bytes=8_000_000) == "corrupt"
+    # NaN in 8-channel audio: refused for the channels, checked before reading
+    assert bounded_outcome(encode(np.full((SR, 8), np.nan, np.float32), SR, "WAV", "FLOAT"), max_bytes=8_000_000) == "unsupported"
+
+
+@pytest.mark.parametrize(("fmt", "sub"), [("FLAC", "PCM_16"), ("OGG", "VORBIS"), ("WAV", "PCM_16")])
+def test_eight_channels_in_other_containers(vad_loaded, fmt, sub):
+    data = encode(tone(1.0, ch=8), SR, fmt, sub)
+    assert bounded_outcome(data, max_bytes=16_000_000) == "unsupported"
+    assert bounded_outcome(data, check=False, max_bytes=64_000_000) == "ok"  # trusted: mixed down
+
+
+_WAV_FIELDS = [(4, 4), (16, 4), (20, 2), (22, 2), (24, 4), (28, 4), (32, 2), (34, 2), (40, 4)]
+
+
+_FLAC_FIELDS = [(5, 3), (8, 2), (10, 2), (12, 3), (15, 3), (18, 3), (20, 2), (21, 5)]
+
+
+_EXTREMES = [b"\x00", b"\x01", b"\x7f", b"\x80", b"\xff"]
+
+
+def _seeds() -> dict[str, bytes]:
+    x = tone()
+    seeds = {"wav": wav_header(SR, 1, 16, 2 * len(x)) + (x * 32767).astype(np.int16).tobytes()}
+    seeds["flac"] = encode(x, SR, "FLAC", "PCM_16")
+    seeds["vorbis"] = encode(x, SR, "OGG", "VORBIS")
+    seeds["opus"] = encode(x, 48000, "OGG", "OPUS")
+    return seeds
+
+
+SEEDS = _seeds()
+
+
+def _ogg_fields(data: bytes) -> list[tuple[int, int]]:
+    """Granule (8), page sequence (4) and segment count (1) of every page; the codec header's
+    channel count and sample rate (first page)."""
+    fields = []
+    for p in ogg_pages(data):
+        fields += [(p + 6, 8), (p + 18, 4), (p + 26, 1)]
+    body = 27 + data[26]
+    if data[body + 1 : body + 7] == b"vorbis":
+        fields += [(body + 11, 1), (body + 12, 4), (body + 28, 1)]  # channels, rate, blocksizes
+    elif data[body : body + 8] == b"OpusHead":
+        fields += [(body + 9, 1), (body + 10, 2), (body + 12, 4), (body + 18, 1)]  # ch, pre-skip, rate, mapping
+    return fields
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.sampled_from(sorted(SEEDS)),
+    picks=st.lists(st.tuples(st.integers(0, 99), st.sampled_from(_EXTREMES), st.binary(min_size=1, max_size=1)), min_size=1, max_size=3),
+    check=st.booleans(),
+)
+def test_extreme_header_fields_fuzz(vad_loaded, seed, picks, check):
+    """Size / rate / channel / granule fields set to 0, 1, 0x7f.., 0x80.., 0xff.. or a random
+    byte pattern (Ogg CRCs recomputed, so the lie is believed): a result or an AudioError, in
+    bounded time and memory."""
+    data = bytearray(SEEDS[seed])
+    if seed == "wav":
+        fields = _WAV_FIELDS
+    elif seed == "flac":
+        fields = _FLAC_FIELDS
+    else:
+        fields = _ogg_fields(bytes(data))
+    for i, fill, rnd in picks:
+        off, width = fields[i % len(fields)]
+        data[off : off + width] = (fill if i % 3 else rnd) * width
+    if seed in ("vorbis", "opus"):
+        for p in ogg_pages(bytes(data)):
+            if p + 27 <= len(data) and p + 27 + data[p + 26] <= len(data):
+                ogg_fix_crc(data, p)
+    bounded_outcome(bytes(data), check=check, max_bytes=SAMPLE_BUDGET_BYTES * 4)
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ext=st.sampled_from(sorted(batch.AUDIO_EXTENSIONS)), body=st.binary(min_size=1, max_size=2000))
+def test_random_bytes_saved_with_audio_extensions(vad_loaded, tmp_path_factory, ext, body):
+    """The file name never picks the decoder: random bytes named .wav / .mp3 / .webm ... from disk."""
+    path = tmp_path_factory.mktemp("rnd") / f"recording{ext}"
+    path.write_bytes(body)
+    t0 = time.perf_counter()
+    try:
+        load_audio(path)
+    except AudioError as err:
+        assert err.code in audio.CODES
+    assert time.perf_counter() - t0 < CALL_S

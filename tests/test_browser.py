@@ -9,7 +9,6 @@ Screenshots go to tests/output/ (git-ignored).
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -17,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from apa.config import browser_path
+
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-CHROMIUM = os.environ.get("APA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = browser_path() or shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set APA_CHROMIUM)", allow_module_level=True)
 
-from test_app import CLIP_TEXT, clip, server  # noqa: F401  (shared fixtures: the corpus clip, the launched app)
 
 from webapp import tts
+
+CLIP_TEXT = "WE CALL IT BEAR"  # what the `clip` fixture says (the `server` fixture: tests/conftest.py)
 
 OUTPUT = Path(__file__).resolve().parent / "output"
 pytestmark = [

@@ -14,13 +14,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_torchrun_two_processes_gloo(tmp_path, so762_dir):
+def test_torchrun_two_processes_gloo(tmp_path, so762_dir, tiny_dir):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     if not Path(torchrun).exists():
         pytest.skip("torchrun not found")
-    from apa.mini import build_tiny_model
-
-    model = build_tiny_model(tmp_path / "tiny")
+    model = tiny_dir
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [

@@ -4,8 +4,6 @@ template decoding with side probe tokens."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,19 +11,11 @@ import torch
 
 import apa.decoding.speculative as S
 from apa.decoding import HFDecoder, LeanDecoder, audio_token_count, chat_text, encode_audio_fast, log_mel_features
+from apa.config import cuda_available
 from apa.scorer import AudioLMMScorer, DecodeOptions
 
 REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("IT", ("IH0", "T")), ("BEAR", ("B", "EH0", "R")))
 REF2 = (("ZERO", ("Z", "IH1", "R", "OW0")), ("ONE", ("W", "AH1", "N")))
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from apa.mini import build_tiny_model
-
-    # APA_TINY_DIR: a prebuilt copy (e.g. carried to a GPU machine without the tokenizer package)
-    where = os.environ.get("APA_TINY_DIR")
-    return build_tiny_model(Path(where) if where else tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +212,7 @@ def test_read_many_sorts_batches_and_keeps_order(fast):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_clips_together_on_gpu(fast, tiny_dir, dtype):
     """On CUDA (the default there: clips decoded together): float32 reads what the CPU reads clip by

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from apa.config import corpus_dir
 from apa.metrics import ASPECTS, AspectResult, evaluate, pairs, report, to_dict, to_markdown
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
@@ -226,7 +227,7 @@ def test_self_test_subprocess(so762_dir, tmp_path):
     out_json = tmp_path / "self.json"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     # the CLI's default corpus is ../shared/speechocean762 beside the repo; pass --data only elsewhere
-    default = (REPO_ROOT.parent / "shared" / "speechocean762").resolve()
+    default = corpus_dir().resolve()
     data = [] if Path(so762_dir).resolve() == default else ["--data", str(so762_dir)]
     proc = subprocess.run(
         [sys.executable, "-m", "apa.metrics", "--self-test", *data, "--json", str(out_json)],

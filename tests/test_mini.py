@@ -34,14 +34,6 @@ needs_tokenizer = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    t = time.perf_counter()
-    d = mini.build_tiny_model(tmp_path_factory.mktemp("tiny") / "apa-tiny", seed=0)
-    print(f"build_tiny_model: {time.perf_counter() - t:.2f} s")
-    return d
-
-
 def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SR)) / SR

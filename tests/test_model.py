@@ -1,4 +1,4 @@
-"""Scorer, constrained decoding, SFT collator and LoRA training on a tiny random model (CPU)."""
+"""Scorer, constrained decoding and training.evaluate on a tiny random model (CPU); LoRA training: tests/test_sft.py."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from apa.decoding import PieceTokenizer, build_trie, chat_text, encode_target
 from apa.scorer import AudioLMMScorer, DecodeOptions, to_assessment
@@ -14,13 +13,6 @@ from apa.parsing import parse
 from apa.prompts import build_template, render, slots
 
 REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("IT", ("IH0", "T")), ("BEAR", ("B", "EH0", "R")))
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    from apa.mini import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -84,53 +76,6 @@ def test_batched_equals_single(tiny):
     single = tiny.read_slots([b], [ref2])
     for x, y in zip(batch[1], single[0]):
         np.testing.assert_allclose(x.probs, y.probs, atol=1e-4)
-
-
-def test_training_changes_only_lora_and_projector(tiny_dir, tmp_path, so762_dir):
-    from training.train import main
-
-    out = tmp_path / "run"
-    main([
-        "--model", str(tiny_dir), "--data", str(so762_dir), "--max_train_samples", "6",
-        "--max_steps", "3", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
-        "--lora_r", "4", "--modules_to_save", "multi_modal_projector", "--output_dir", str(out),
-        "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--dataloader_num_workers", "0",
-        "--use_cpu", "True",
-    ])
-    from peft import PeftModel
-    from transformers import Qwen2AudioForConditionalGeneration
-
-    base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
-    before = {k: v.clone() for k, v in base.state_dict().items()}
-    tuned = PeftModel.from_pretrained(Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir), out / "adapter")
-    merged = tuned.merge_and_unload().state_dict()
-    changed = {k for k in before if not torch.equal(before[k], merged[k])}
-    assert changed, "training changed nothing"
-    lora_targets = (".q_proj.", ".k_proj.", ".v_proj.", ".o_proj.", ".gate_proj.", ".up_proj.", ".down_proj.")
-    for k in changed:
-        assert "multi_modal_projector" in k or ("language_model" in k and any(t in k for t in lora_targets)), k
-    assert any("multi_modal_projector" in k for k in changed)
-    cfg = json.loads((out / "resolved_config.json").read_text())
-    assert cfg["lora"]["lora_r"] == 4 and cfg["n_train"] == 6
-
-
-def test_adapter_roundtrip_identical(tiny_dir, tmp_path):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
-
-    torch.manual_seed(0)
-    base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=r".*language_model.*\.(q_proj|v_proj)$", modules_to_save=["multi_modal_projector"], init_lora_weights=False))
-    peft_model.save_pretrained(tmp_path / "ad")
-    processor = AutoProcessor.from_pretrained(tiny_dir)
-    s1 = AudioLMMScorer(peft_model.merge_and_unload(), processor)
-    s2 = AudioLMMScorer.from_pretrained(tiny_dir, tmp_path / "ad", device="cpu")
-    clip = _clip(1.5, 7)
-    r1, r2 = s1.read_slots([clip], [REF])[0], s2.read_slots([clip], [REF])[0]
-    for x, y in zip(r1, r2):
-        np.testing.assert_allclose(x.probs, y.probs, atol=1e-5)
-    base_only = AudioLMMScorer.from_pretrained(tiny_dir, device="cpu").read_slots([clip], [REF])[0]
-    assert any(not np.allclose(x.probs, y.probs, atol=1e-3) for x, y in zip(r1, base_only)), "adapter had no effect"
 
 
 def test_evaluate_runs_on_a_few_records(tiny_dir, tmp_path, so762_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -410,3 +411,29 @@ def test_parse_never_raises_and_keeps_reference(text, ref):
     a = parse(text, ref)
     _check_shape(a, ref)
     assert isinstance(a.repairs, tuple) and all(isinstance(x, str) for x in a.repairs)
+
+
+_PIECES = ["Sentence Scores:", "Word Scores:", "Phone Scores:", "\n", " ", "/", "WE", "BEAR", "K", "10", "-", "x" * 50]
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(text=st.one_of(st.text(max_size=4000), st.lists(st.sampled_from(_PIECES), max_size=400).map("".join)))
+def test_parser_calls_are_bounded_in_time(text):
+    """Arbitrary model text up to 4,000 characters (more than a free-running model emits for a
+    40-word sentence): parse returns, every call within 1 s. (tests/test_prompts_parsing.py
+    checks the shape of what it returns.)"""
+    from apa.parsing import parse
+
+    t0 = time.perf_counter()
+    a = parse(text, REF)
+    assert time.perf_counter() - t0 < 1.0
+    assert [w.text for w in a.words] == [w for w, _ in REF]
+
+
+def test_parser_long_token_is_linear():
+    from apa.parsing import parse
+
+    for line in ("Word Scores: ", "Phone Scores: "):
+        t0 = time.perf_counter()
+        parse(line + "A" * 64000, REF)  # was ~2 min with the quadratic regex
+        assert time.perf_counter() - t0 < 0.25

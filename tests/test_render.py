@@ -13,22 +13,6 @@ from apa.schema import Assessment, Phone, Sentence, Word
 pytest.importorskip("plotly")
 
 
-def _assessment(**sentence) -> Assessment:
-    s = {"accuracy": 6.0, "fluency": 8.0, "prosodic": 5.0, "completeness": 10.0, "total": 6.0}
-    s.update(sentence)
-    return Assessment(
-        text="WE CALL IT BEAR",
-        sentence=Sentence(**s),
-        words=(
-            Word("WE", 9.5, 10, 9, (Phone("W", 2.0), Phone("IY1", 1.9))),
-            Word("CALL", 4.0, 10, 4, (Phone("K", 1.8), Phone("AO1", 0.2), Phone("L", 1.0))),
-            Word("IT", 7.5, 10, 7, (Phone("IH1", 1.2), Phone("T", 2.0))),
-            Word("BEAR", 1.0, 5, 1, (Phone("B", 0.0), Phone("EH1", None), Phone("R", 0.4))),
-        ),
-        model="test",
-    )
-
-
 def _has_ipa() -> bool:
     try:
         return Phone("TH").ipa != ""
@@ -39,8 +23,8 @@ def _has_ipa() -> bool:
 # ------------------------------------------------------------------------------ HTML
 
 
-def test_result_html_has_every_word_class_symbol_and_legend():
-    a = _assessment()
+def test_result_html_has_every_word_class_symbol_and_legend(make_assessment):
+    a = make_assessment()
     out = render.result_html(a)
     for w in a.words:
         assert f"{w.text}</span>" in out
@@ -63,10 +47,10 @@ def test_result_html_has_every_word_class_symbol_and_legend():
         assert label in out
 
 
-def test_result_html_shows_ipa_when_available():
+def test_result_html_shows_ipa_when_available(make_assessment):
     if not _has_ipa():
-        pytest.skip("apa.text.arpabet_to_ipa not available")
-    out = render.result_html(_assessment())
+        pytest.skip("apa.ipa.arpabet_to_ipa not available")
+    out = render.result_html(make_assessment())
     ipa = Phone("AO1").ipa
     assert f'<span class="apa-phone-ipa">{html.escape(ipa)}</span>' in out
 
@@ -81,8 +65,8 @@ def test_result_html_escapes_user_text():
     assert "<img" not in out and "&lt;img" in out
 
 
-def test_word_labels_for_screen_readers():
-    out = render.result_html(_assessment())
+def test_word_labels_for_screen_readers(make_assessment):
+    out = render.result_html(make_assessment())
     assert 'aria-label="BEAR: missed or badly wrong, accuracy 1 of 10"' in out
     assert 'aria-label="CALL: mispronounced, accuracy 4 of 10"' in out
 
@@ -112,34 +96,7 @@ def test_unscored_words_render():
     assert "HELLO" in out and "apa-word--unknown" in out and "–" in out
 
 
-@pytest.mark.parametrize(("value", "text"), [(7.5, "7.5"), (8.0, "8"), (None, "–"), (float("nan"), "–"), (0.04, "0")])
-def test_fmt_score(value, text):
-    assert render.fmt_score(value) == text
-
-
-# ------------------------------------------------------------------------------ tip
-
-
-def test_tip_names_weakest_word_first_and_its_sounds():
-    a = _assessment()
-    tip = render.tip_text(a)
-    assert '"BEAR"' in tip and '"CALL"' in tip
-    assert tip.index('"BEAR"') < tip.index('"CALL"')  # weakest first
-    assert "AO1" in tip  # weakest sound of CALL
-    assert "Prosody".lower() not in tip  # plain language, not rubric names
-    assert "rise and fall" in tip  # prosodic (5) is the weak aspect
-
-
-def test_tip_for_a_clean_reading():
-    words = tuple(Word(t, 9.0, 10, 9, (Phone("AH0", 2.0),)) for t in ("A", "CUP"))
-    a = Assessment("A CUP", Sentence(9, 9, 9, 10, 9), words)
-    assert render.tip_text(a).startswith("Excellent")
-
-
-def test_tip_mentions_missing_words_and_fluency():
-    a = _assessment(completeness=6.0, fluency=3.0, prosodic=8.0)
-    tip = render.tip_text(a)
-    assert "missing" in tip and "smoothly" in tip
+# ------------------------------------------------------------------------------ tip box
 
 
 def test_tip_html_escapes():
@@ -149,25 +106,18 @@ def test_tip_html_escapes():
     assert "<b>“&lt;script&gt;”</b>" in out  # the word is highlighted, still escaped
 
 
-def test_weakest_helpers():
-    a = _assessment()
-    assert [w.text for w in render.weakest_words(a)] == ["BEAR", "CALL"]
-    phones = [p.phone for p, _ in render.weakest_phones(a)]
-    assert phones == ["B", "AO1", "R"]
-
-
 # ------------------------------------------------------------------------------ figures
 
 
-def test_sentence_figure_is_a_radar_on_0_10():
-    fig = render.sentence_figure(_assessment())
+def test_sentence_figure_is_a_radar_on_0_10(make_assessment):
+    fig = render.sentence_figure(make_assessment())
     assert fig.data[0].type == "scatterpolar"
     assert list(fig.layout.polar.radialaxis.range) == [0, 10]
     assert list(fig.data[0].r[:5]) == [6.0, 8.0, 5.0, 10.0, 6.0]
 
 
-def test_word_figure_has_a_bar_per_word_with_patterns():
-    a = _assessment()
+def test_word_figure_has_a_bar_per_word_with_patterns(make_assessment):
+    a = make_assessment()
     fig = render.word_figure(a)
     xs = sorted(x for tr in fig.data for x in tr.x)
     assert xs == [0, 1, 2, 3]
@@ -183,10 +133,10 @@ def test_word_figure_keeps_repeated_words_apart():
     assert sorted(x for tr in fig.data for x in tr.x) == [0, 1]
 
 
-def test_history_figure_lines_per_score():
-    a = _assessment()
+def test_history_figure_lines_per_score(make_assessment):
+    a = make_assessment()
     hist = render.append_history([], a)
-    hist = render.append_history(hist, _assessment(total=8.0))
+    hist = render.append_history(hist, make_assessment(total=8.0))
     fig = render.history_figure(hist)
     assert [tr.name for tr in fig.data] == list(render.ASPECT_LABELS.values())
     total = next(tr for tr in fig.data if tr.name == "Total")
@@ -195,8 +145,8 @@ def test_history_figure_lines_per_score():
     assert empty.layout.annotations[0].text == "No attempts yet"
 
 
-def test_append_history_is_capped_and_ignores_junk():
-    a = _assessment()
+def test_append_history_is_capped_and_ignores_junk(make_assessment):
+    a = make_assessment()
     hist = ["junk", None]
     for _ in range(render.MAX_HISTORY + 5):
         hist = render.append_history(hist, a)

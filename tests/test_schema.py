@@ -25,13 +25,13 @@ from apa.schema import (
 
 @pytest.fixture
 def ipa_or_stub(monkeypatch):
-    """`to_dict` needs apa.text.arpabet_to_ipa; stand in for it while apa/text.py is not written."""
+    """`to_dict` needs apa.ipa.arpabet_to_ipa; stand in for it while apa/ipa.py is not written."""
     try:
-        import apa.text  # noqa: F401
+        import apa.ipa  # noqa: F401
     except ImportError:
-        stub = types.ModuleType("apa.text")
+        stub = types.ModuleType("apa.ipa")
         stub.arpabet_to_ipa = lambda phone: f"<{phone}>"
-        monkeypatch.setitem(sys.modules, "apa.text", stub)
+        monkeypatch.setitem(sys.modules, "apa.ipa", stub)
 
 
 def _assessment() -> Assessment:
@@ -146,8 +146,8 @@ def test_to_dict_has_error_type(ipa_or_stub):
     assert all("ipa" in p for w in d["words"] for p in w["phones"])
 
 
-def test_to_dict_ipa_from_apa_text():
-    text = pytest.importorskip("apa.text")
+def test_to_dict_ipa_from_apa_ipa():
+    text = pytest.importorskip("apa.ipa")
     d = _assessment().to_dict()
     got = [p["ipa"] for w in d["words"] for p in w["phones"]]
     want = [text.arpabet_to_ipa(p) for p in ("W", "IY0", "K", "AO0", "L", "IH0", "T", "B", "EH0", "R")]

@@ -23,10 +23,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from test_app import CLIP_TEXT, FakeScorer, clip, client_as, free_port  # noqa: F401  (clip: a fixture)
 
 import app
-from webapp import scorer as holder
 from webapp import security
 
 pytestmark = [
@@ -38,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 CANARY = "apa-canary.example.com"  # any lookup of it means something tried to fetch the URL
 URL = f"https://{CANARY}/clip.wav"
 LOCAL = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+CLIP_TEXT = "WE CALL IT BEAR"  # what the `clip` fixture says
 
 
 @pytest.fixture()
@@ -62,18 +61,10 @@ def outside(names: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def guarded_app():
-    saved = holder.current()
-    fake = FakeScorer(delay=0.2)
-    demo = app.build_demo(scorer=fake)
-    port = free_port()
-    kw = app.launch_kwargs(trust_forwarded=True)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **kw)
-    try:
-        yield f"http://127.0.0.1:{port}/", demo, fake
-    finally:
-        demo.close()
-        holder.set_scorer(saved)
+def guarded_app(launch_app, fake_scorer_class):
+    fake = fake_scorer_class(delay=0.2)
+    with launch_app(fake) as (url, demo):
+        yield url, demo, fake
 
 
 def fn_index(demo, api_name: str) -> int:
@@ -87,7 +78,7 @@ def file_data(path: str) -> dict:
 # ------------------------------------------------------------------------------ no fetching
 
 
-def test_the_canary_detects_a_fetch(lookups):
+def test_the_canary_detects_a_fetch(lookups, free_port):
     """Without the guard, Gradio's /file= route does resolve (and would fetch) a public URL: the
     check below is not vacuous."""
     import gradio as gr
@@ -171,7 +162,7 @@ def test_odd_bodies_are_refused_not_crashing(guarded_app, lookups):
     assert outside(lookups) == []
 
 
-def test_gradio_client_with_a_url_is_refused(guarded_app, lookups):
+def test_gradio_client_with_a_url_is_refused(guarded_app, lookups, client_as):
     """handle_file(URL) sends the URL for the server to download: refused, nothing resolved."""
     from gradio_client import handle_file
 
@@ -207,7 +198,7 @@ def _outcome(job) -> str:
         return f"http_{exc.response.status_code}"
 
 
-def test_one_flooding_client_does_not_keep_another_out(guarded_app, clip):
+def test_one_flooding_client_does_not_keep_another_out(guarded_app, clip, client_as):
     """A client (one address, several sessions) sends 12 scorings at once; a second client then
     sends one. The flood is cut at the per-address cap, the refusals come at once with the busy
     message, and the second client is scored right after the flood's admitted requests."""
@@ -235,7 +226,7 @@ def test_one_flooding_client_does_not_keep_another_out(guarded_app, clip):
     assert waited < 1.5 * (admitted + 1) * alone + 1.0 < len(jobs) * alone, (waited, alone, admitted)
 
 
-def test_one_session_is_capped_too(guarded_app, clip):
+def test_one_session_is_capped_too(guarded_app, clip, client_as):
     from gradio_client import handle_file
 
     url = guarded_app[0]
@@ -290,7 +281,7 @@ def test_launch_settings():
     assert app.demo.analytics_enabled is False and app.demo.api_open is False
 
 
-def _start_and_score(tmp_path: Path, clip: Path, extra: list[str], ready_s: float) -> list[str]:
+def _start_and_score(tmp_path: Path, clip: Path, extra: list[str], ready_s: float, free_port, client_as) -> list[str]:
     """`python app.py` under tests/netguard.py: the host names it looked up from start-up to the
     end of its first scored /assess request."""
     from gradio_client import handle_file
@@ -328,19 +319,19 @@ def _start_and_score(tmp_path: Path, clip: Path, extra: list[str], ready_s: floa
     return log.read_text().split() if log.exists() else []
 
 
-def test_startup_to_first_request_resolves_no_outside_name_fake_scorer(tmp_path, clip):
+def test_startup_to_first_request_resolves_no_outside_name_fake_scorer(tmp_path, clip, free_port, client_as):
     """The whole start-up path of `python app.py` (settings, imports, launch) and one scored
     request, with a fake scorer standing in for the model (see the slow test for the real one)."""
-    names = _start_and_score(tmp_path, clip, ["--fake"], ready_s=90)
+    names = _start_and_score(tmp_path, clip, ["--fake"], 90, free_port, client_as)
     assert outside(names) == [], names
 
 
 @pytest.mark.slow
-def test_startup_with_the_embedded_model_resolves_no_outside_name(tmp_path, clip):
+def test_startup_with_the_embedded_model_resolves_no_outside_name(tmp_path, clip, free_port, client_as):
     """As above with the real embedded model (apa-mini + shipped adapter), when it is built."""
     from apa.config import cache_dir
 
     if not any(cache_dir().glob("apa-mini*/model.safetensors")):
         pytest.skip(f"apa-mini is not assembled under {cache_dir()}")
-    names = _start_and_score(tmp_path, clip, [], ready_s=300)
+    names = _start_and_score(tmp_path, clip, [], 300, free_port, client_as)
     assert outside(names) == [], names

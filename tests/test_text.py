@@ -14,34 +14,21 @@ from hypothesis import strategies as st
 
 from apa import text
 from apa.text import (
-    ARPABET,
     ARPABET_CONSONANTS,
     ARPABET_VOWELS,
     MAX_WORDS,
     SOURCES,
     TextError,
     Word,
-    arpabet_to_ipa,
     fallback_g2p,
     g2p,
     normalize,
-    phones_to_ipa,
     pronunciations,
     to_words,
 )
 
 MADE_UP = ["ZORBLAX", "COVID", "BLOCKCHAIN", "SKIBIDI", "FLIBBERTIGIBBETS", "ZORBLAX'S", "HTML", "Y", "Q",
            "XXXXXXXXXXXXXXXXXXXX", "AEIOU", "RIZZ", "QWXZ"]  # fmt: skip
-
-
-def edit_distance(a, b) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
 
 
 def assert_arpabet(phones):
@@ -148,13 +135,6 @@ def test_corpus_agreement(corpus):
     assert rates["to_words"] >= 0.99
 
 
-def test_shipped_corpus_resources_are_reproducible(so762_dir, tmp_path):
-    lex, prompts = text.build_so762_resources(so762_dir, tmp_path)
-    assert lex.read_bytes() == text.SO762_LEXICON_FILE.read_bytes()
-    assert prompts.read_bytes() == text.SO762_PROMPTS_FILE.read_bytes()
-    assert len(text.corpus_lexicon()) == 2604  # distinct words of resource/lexicon.txt
-
-
 def test_corpus_priority_and_prompt_phones():
     assert g2p("we") == ("W", "IY0")  # corpus, not CMUdict's W IY1
     assert to_words("We")[0].source == "corpus"
@@ -224,76 +204,6 @@ def test_fallback_any_word(word):
     phones = fallback_g2p(word)
     assert_arpabet(phones)
     assert fallback_g2p(word) == phones
-
-
-def test_fallback_quality_on_holdout():
-    """Held-out CMUdict words never seen by the shipped table: PER 11.7%, word accuracy 56.6%
-    (with stress digits; 9.0% / 61.4% without)."""
-    vocab = text.fallback_vocabulary()
-    holdout = text.fallback_holdout()
-    assert len(holdout) == text.FALLBACK_HOLDOUT_SIZE and set(holdout) <= set(vocab)
-    errors = length = correct = 0
-    for w in holdout:
-        ref = text.corpus_stress(vocab[w])
-        hyp = fallback_g2p(w)
-        errors += edit_distance(hyp, ref)
-        length += len(ref)
-        correct += hyp == ref
-    per, acc = errors / length, correct / len(holdout)
-    print(f"\nfallback on {len(holdout)} held-out CMUdict words: PER {per:.4f}, word accuracy {acc:.3f}")
-    assert per < 0.125
-    assert acc > 0.54
-
-
-def test_build_fallback_table_learns_training_words():
-    vocab = text.fallback_vocabulary()
-    entries = {w: vocab[w] for w in random.Random(1).sample(sorted(vocab), 1500)}
-    table = text.build_fallback_table(entries)
-    assert table["0'"] == "" and table["0X"] == "K S"
-    acc = sum(fallback_g2p(w, table) == text.corpus_stress(p) for w, p in entries.items()) / len(entries)
-    assert acc > 0.85
-
-
-# --------------------------------------------------------------------------- IPA
-
-
-def test_ipa_covers_all_39_phones():
-    assert len(ARPABET) == len(set(ARPABET)) == 39
-    seen = set()
-    for base in ARPABET:
-        forms = [base + d for d in "012"] if base in ARPABET_VOWELS else [base]
-        for phone in forms:
-            ipa = arpabet_to_ipa(phone)
-            assert ipa and ipa.isprintable() and not any(c.isascii() and c.isupper() for c in ipa), phone
-        seen.add(arpabet_to_ipa(forms[-1] if base in ARPABET_VOWELS else base).lstrip("ˌ"))
-    assert len(seen) == 39  # distinct symbols for distinct phones
-    expected = {"AA1": "ˈɑ", "AA0": "ɑ", "AA2": "ˌɑ", "AH0": "ə", "AH1": "ˈʌ", "ER0": "ɚ", "ER1": "ˈɝ",
-                "IY1": "ˈi", "TH": "θ", "DH": "ð", "NG": "ŋ", "JH": "dʒ", "R": "ɹ", "Y": "j", "G": "ɡ"}  # fmt: skip
-    assert {p: arpabet_to_ipa(p) for p in expected} == expected
-    for bad in ("AA3", "B1", "XX", "", "aa1"):
-        with pytest.raises(ValueError):
-            arpabet_to_ipa(bad)
-
-
-@pytest.mark.parametrize(
-    "phones, weak, ipa",
-    [
-        ("AH0 B AW1 T", False, "əˈbaʊt"),
-        ("AH0 B IH1 L AH0 T IY0", False, "əˈbɪləti"),
-        ("AH2 N D ER0 S T AE1 N D", False, "ˌʌndɚˈstænd"),
-        ("K AH0 M P Y UW1 T ER0", False, "kəmˈpjutɚ"),
-        ("EH1 K S T R AH0", False, "ˈɛkstɹə"),
-        ("K AE0 T", False, "kæt"),
-        ("B AH0 T", False, "bʌt"),  # corpus monosyllable: stress 0 but a full vowel
-        ("DH AH0", True, "ðə"),  # weak form
-        ("EY1 B L", False, "ˈeɪbl̩"),
-        ("S T UW1 D N T", False, "ˈstudn̩t"),
-        ("Y IH AH0", False, "jɪə"),
-        ("Z IH AH1 OW0", False, "ˈzɪəoʊ"),
-    ],
-)
-def test_phones_to_ipa(phones, weak, ipa):
-    assert phones_to_ipa(phones.split(), weak=weak) == ipa
 
 
 def test_word_ipa_and_dataclass():

@@ -44,11 +44,11 @@ def _align_one(args: tuple[str, object, tuple]) -> tuple[str, object]:
     except Exception as e:  # unreadable file: still one fallback entry
         audio = np.zeros(0, np.float32)
         result = align(audio, reference)
-        return utt, _pack(result, f"audio not readable: {e}")
-    return utt, _pack(align(audio, reference))
+        return utt, pack(result, f"audio not readable: {e}")
+    return utt, pack(align(audio, reference))
 
 
-def _pack(al, reason: str | None = None) -> dict:
+def pack(al, reason: str | None = None) -> dict:
     from apa.align import PHONE_INDEX
 
     heard = np.full((len(al.phones), 3), -1, np.int8)
@@ -72,7 +72,7 @@ def _pack(al, reason: str | None = None) -> dict:
 
 
 def save(path: str | os.PathLike, results: dict[str, dict], split: str, utt_split: list[str] | None = None) -> Path:
-    """Write {utt_id: _pack(...)} (in the dict's order) as the .npz described in the module doc."""
+    """Write {utt_id: pack(...)} (in the dict's order) as the .npz described in the module doc."""
     from apa.align import FEATURE_NAMES, N_FEATURES, PHONES, pocketsphinx_version
 
     utts = list(results)

@@ -13,6 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
+from apa.config import corpus_dir
 from apa.data import LABEL_SNAPSHOT, load_split
 from apa.metrics import evaluate, to_dict, to_markdown
 from apa.schema import Assessment
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mode", default="expected", choices=["expected", "greedy"])
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
-    root = args.data or Path(__file__).resolve().parents[2] / "shared" / "speechocean762"
+    root = corpus_dir(args.data)
     labels = {r.utt_id: r.labels for r in load_split(root, args.split)}
     preds = {name: read_predictions(path, args.mode) for name, path in (r.split("=", 1) for r in args.runs)}
     common = [u for u in labels if all(u in p for p in preds.values())]

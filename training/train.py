@@ -20,6 +20,8 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from apa.config import corpus_dir, cuda_available
+
 LLM_LINEAR = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
 
 
@@ -89,7 +91,7 @@ def load_base(margs: ModelArguments, dtype):
         cfg.audio_token_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
         if processor.feature_extractor.feature_size != cfg.audio_config.num_mel_bins:
             processor.feature_extractor = WhisperFeatureExtractor(feature_size=cfg.audio_config.num_mel_bins)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
         default = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
@@ -134,31 +136,13 @@ def make_optimizer(model, targs: TrainingArguments, full_lr: float):
     return torch.optim.AdamW(groups, lr=targs.learning_rate, weight_decay=targs.weight_decay, betas=(targs.adam_beta1, targs.adam_beta2))
 
 
-def main(argv: list[str] | None = None) -> None:
-    import torch
-    from transformers import set_seed
-
+def load_training_data(dargs: DataArguments):
+    """(SFT dataset, evidence config or None, slot weights or None) for the training split."""
     from apa.data import load_split
-    from apa.evidence import EvidenceProjector, fit_config
+    from apa.evidence import fit_config
     from apa.prompts import build_template, slots
-    from apa.sft import EvidenceHook, EvidenceTrainer, SFTCollator, SFTDataset, balanced_slot_weights, example_values
-    from apa.mini import record_adapter_base
+    from apa.sft import SFTDataset, balanced_slot_weights, example_values
 
-    # 1. arguments and seed
-    margs, dargs, largs, targs = parse_args(sys.argv[1:] if argv is None else argv)
-    set_seed(targs.seed)
-    if not dargs.data:
-        dargs.data = str(Path(__file__).resolve().parents[2] / "shared" / "speechocean762")
-    if not torch.cuda.is_available():  # bf16 autocast on CPU is slow and lossy; keep fp32
-        targs.bf16 = False
-    # Small models keep fp32 master weights (bf16 autocast does the maths): bf16 weights would
-    # round away lr-1e-4 updates. The 7B loads in bf16 to fit; PEFT keeps its adapters in fp32.
-    if margs.model_dtype == "auto":
-        dtype = torch.bfloat16 if targs.bf16 and margs.model != "apa-mini" else torch.float32
-    else:
-        dtype = getattr(torch, margs.model_dtype)
-
-    # 2. data
     records = load_split(dargs.data, dargs.train_split)
     if dargs.max_train_samples:
         records = records[: dargs.max_train_samples]
@@ -175,6 +159,32 @@ def main(argv: list[str] | None = None) -> None:
     if dargs.slot_balance > 0:
         kinds = [[s.kind for s in slots(build_template(r.reference))] for r in records]
         slot_weights = balanced_slot_weights([example_values(r) for r in records], kinds, dargs.slot_balance, dargs.slot_weight_cap)
+    return dataset, ev_config, slot_weights
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+    from transformers import set_seed
+
+    from apa.evidence import EvidenceProjector
+    from apa.sft import EvidenceHook, EvidenceTrainer, SFTCollator
+    from apa.mini import record_adapter_base
+
+    # 1. arguments and seed
+    margs, dargs, largs, targs = parse_args(sys.argv[1:] if argv is None else argv)
+    set_seed(targs.seed)
+    dargs.data = str(corpus_dir(dargs.data))
+    if not cuda_available():  # bf16 autocast on CPU is slow and lossy; keep fp32
+        targs.bf16 = False
+    # Small models keep fp32 master weights (bf16 autocast does the maths): bf16 weights would
+    # round away lr-1e-4 updates. The 7B loads in bf16 to fit; PEFT keeps its adapters in fp32.
+    if margs.model_dtype == "auto":
+        dtype = torch.bfloat16 if targs.bf16 and margs.model != "apa-mini" else torch.float32
+    else:
+        dtype = getattr(torch, margs.model_dtype)
+
+    # 2. data
+    dataset, ev_config, slot_weights = load_training_data(dargs)
 
     # 3. model + LoRA
     model, processor = load_base(margs, dtype)

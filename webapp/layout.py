@@ -44,7 +44,7 @@ API_HELP = """
 import ssl, certifi
 from gradio_client import Client, handle_file
 
-# one TLS context for all calls: gradio_client otherwise builds one per HTTP request (~0.2 s a call)
+# one TLS context for all calls: gradio_client otherwise builds one per HTTP request (slow)
 client = Client("http://127.0.0.1:7860/", ssl_verify=ssl.create_default_context(cafile=certifi.where()))
 result = client.predict(handle_file("clip.wav"), "WE CALL IT BEAR", api_name="/assess")
 print(result["sentence"]["total"], [(w["text"], w["accuracy"]) for w in result["words"]])

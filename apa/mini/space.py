@@ -137,7 +137,7 @@ def space_dry_run(
     write_hub_snapshots(work / "hf-cache", hf_cache=True)
     seconds["snapshots"] = time.perf_counter() - t
     base = {k: v for k, v in os.environ.items() if not k.startswith(("APA_", "HF_"))}
-    base.update(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), APA_STRICT_BASE="1", PYTHONPATH="")
+    base.update(OMP_NUM_THREADS=config.omp_threads() or "1", APA_STRICT_BASE="1", PYTHONPATH="")
     t = time.perf_counter()
     offline = _score_in_child(sys.executable, dict(base, APA_CACHE=str(work / "cache-offline"),
                                                   HF_HUB_OFFLINE="1"), clip, text, "packages")

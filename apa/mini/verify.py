@@ -234,7 +234,7 @@ def verify_apa_mini(
         raise FileNotFoundError(f"no model in {model_dir}: run `python -m apa.mini assemble` first")
     prov = read_provenance(model_dir) or {}
     kind = prov.get("kind", "unknown")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or ("cuda" if config.cuda_available() else "cpu")
     seconds: dict[str, float] = {}
     notes: list[str] = []
 

@@ -1,6 +1,7 @@
 """Readers for the binary weight formats apa-mini is assembled from, with no dependency on the
 libraries that write them: CTranslate2's `model.bin` (`apa.weights.ct2`) and GGUF
-(`apa.weights.gguf`), over one bounds-checked byte cursor (`apa.weights.reader`).
+(`apa.weights.gguf`), over one bounds-checked byte cursor (`apa.weights.reader`); and
+pocketsphinx's binary `mdef` (`apa.weights.sphinx_mdef`, for apa.align).
 
 Both readers memory-map the file and never import CTranslate2 or llama.cpp.
 """

@@ -1,0 +1,66 @@
+"""Supervised fine-tuning on the tiny random model (CPU): training.train changes only the LoRA
+weights and the projector, and a saved adapter loads back to identical scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from apa.scorer import AudioLMMScorer
+
+REF = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")), ("IT", ("IH0", "T")), ("BEAR", ("B", "EH0", "R")))
+
+
+def _clip(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(16000 * seconds)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_training_changes_only_lora_and_projector(tiny_dir, tmp_path, so762_dir):
+    from training.train import main
+
+    out = tmp_path / "run"
+    main([
+        "--model", str(tiny_dir), "--data", str(so762_dir), "--max_train_samples", "6",
+        "--max_steps", "3", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
+        "--lora_r", "4", "--modules_to_save", "multi_modal_projector", "--output_dir", str(out),
+        "--report_to", "none", "--save_strategy", "no", "--logging_steps", "1", "--dataloader_num_workers", "0",
+        "--use_cpu", "True",
+    ])
+    from peft import PeftModel
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    tuned = PeftModel.from_pretrained(Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir), out / "adapter")
+    merged = tuned.merge_and_unload().state_dict()
+    changed = {k for k in before if not torch.equal(before[k], merged[k])}
+    assert changed, "training changed nothing"
+    lora_targets = (".q_proj.", ".k_proj.", ".v_proj.", ".o_proj.", ".gate_proj.", ".up_proj.", ".down_proj.")
+    for k in changed:
+        assert "multi_modal_projector" in k or ("language_model" in k and any(t in k for t in lora_targets)), k
+    assert any("multi_modal_projector" in k for k in changed)
+    cfg = json.loads((out / "resolved_config.json").read_text())
+    assert cfg["lora"]["lora_r"] == 4 and cfg["n_train"] == 6
+
+
+def test_adapter_roundtrip_identical(tiny_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    torch.manual_seed(0)
+    base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=r".*language_model.*\.(q_proj|v_proj)$", modules_to_save=["multi_modal_projector"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "ad")
+    processor = AutoProcessor.from_pretrained(tiny_dir)
+    s1 = AudioLMMScorer(peft_model.merge_and_unload(), processor)
+    s2 = AudioLMMScorer.from_pretrained(tiny_dir, tmp_path / "ad", device="cpu")
+    clip = _clip(1.5, 7)
+    r1, r2 = s1.read_slots([clip], [REF])[0], s2.read_slots([clip], [REF])[0]
+    for x, y in zip(r1, r2):
+        np.testing.assert_allclose(x.probs, y.probs, atol=1e-5)
+    base_only = AudioLMMScorer.from_pretrained(tiny_dir, device="cpu").read_slots([clip], [REF])[0]
+    assert any(not np.allclose(x.probs, y.probs, atol=1e-3) for x, y in zip(r1, base_only)), "adapter had no effect"

@@ -1,0 +1,1 @@
+"""Offline tools of the repository (resource builders); not imported at runtime."""
