@@ -491,3 +491,12 @@ def to_words(sentence: str) -> list[Word]:
         phones, source = (overrides[i], "corpus") if i in overrides else _lookup(w)[0]
         out.append(Word(w, phones, source))
     return out
+
+
+def __getattr__(name: str):
+    # arpabet_to_ipa moved to apa.ipa (which imports this module): kept importable from here
+    if name == "arpabet_to_ipa":
+        from apa.ipa import arpabet_to_ipa
+
+        return arpabet_to_ipa
+    raise AttributeError(f"module 'apa.text' has no attribute {name!r}")
