@@ -43,7 +43,10 @@ class EvidenceConfig:
     mode: one of MODES; feature_names: the alignment's feature order (checked on load);
     level_feature: index of the feature bucketed into text levels; level_edges: the N_LEVELS-1
     ascending cut points; mean/std: per-feature normalisation for the projector;
-    projector_width: its hidden width."""
+    projector_width: its hidden width; context_layers: transformer layers over the utterance's
+    phones inside the projector (0: each phone on its own); aux_weight: weight of the training
+    loss that asks the projector's hidden state to predict the phone's label directly (0: off;
+    training only, the model's output is still the answer text)."""
 
     mode: str
     feature_names: tuple[str, ...]
@@ -52,6 +55,8 @@ class EvidenceConfig:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     projector_width: int = 256
+    context_layers: int = 0
+    aux_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -95,7 +100,7 @@ class EvidenceConfig:
 
 def fit_config(
     features: Sequence[np.ndarray], feature_names: Sequence[str], mode: str, *, level_feature: int = 0,
-    projector_width: int = 256,
+    projector_width: int = 256, context_layers: int = 0, aux_weight: float = 0.0,
 ) -> EvidenceConfig:
     """Level cut points (quantiles of the level feature) and normalisation, from training features.
 
@@ -109,30 +114,53 @@ def fit_config(
     std[std < 1e-6] = 1.0
     return EvidenceConfig(mode=mode, feature_names=tuple(feature_names), level_feature=level_feature,
                           level_edges=tuple(float(e) for e in edges), mean=tuple(float(m) for m in x.mean(axis=0)),
-                          std=tuple(float(s) for s in std), projector_width=projector_width)
+                          std=tuple(float(s) for s in std), projector_width=projector_width,
+                          context_layers=context_layers, aux_weight=aux_weight)
 
 
 class EvidenceProjector(nn.Module):
-    """(n, F) raw phone features -> (n, hidden) vectors added to the prompt embeddings.
+    """(n, F) raw features of one utterance's phones -> (n, hidden) vectors added to the prompt
+    embeddings.
 
     Features are normalised with the training split's mean/std; NaN (no alignment) becomes 0
-    after normalisation (the training mean). The last layer starts at zero, so an untrained
+    after normalisation (the training mean). With `context_layers`, a small transformer runs over
+    the utterance's phones (sinusoidal positions) between the two linear layers, so a phone's
+    vector can depend on its neighbours. With `aux_weight`, `aux_head` reads the label from the
+    same hidden state (training signal only). The last layer starts at zero, so an untrained
     projector leaves the model exactly as it was."""
 
     def __init__(self, config: EvidenceConfig, hidden_size: int):
         super().__init__()
+        width = config.projector_width
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32))
-        self.net = nn.Sequential(
-            nn.Linear(config.n_features, config.projector_width), nn.GELU(), nn.Linear(config.projector_width, hidden_size)
-        )
+        self.net = nn.Sequential(nn.Linear(config.n_features, width), nn.GELU(), nn.Linear(width, hidden_size))
         nn.init.zeros_(self.net[2].weight)
         nn.init.zeros_(self.net[2].bias)
+        self.context = None
+        if config.context_layers:
+            layer = nn.TransformerEncoderLayer(width, nhead=4, dim_feedforward=2 * width, dropout=0.1,
+                                               batch_first=True, norm_first=True)
+            self.context = nn.TransformerEncoder(layer, config.context_layers, enable_nested_tensor=False)
+        self.aux_head = nn.Linear(width, 1) if config.aux_weight > 0 else None
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def hidden(self, features: torch.Tensor) -> torch.Tensor:
+        """(n, F) -> (n, projector_width)."""
         x = (features.float() - self.mean) / self.std
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).clamp(-8.0, 8.0)
-        return self.net(x)
+        h = self.net[1](self.net[0](x))
+        if self.context is not None:
+            h = self.context(h[None] + sinusoid(len(h), h.shape[-1], h.device))[0]
+        return h
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.hidden(features))
+
+    def forward_with_aux(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(n, F) -> ((n, hidden) vectors, (n,) label predictions on 0-1 or None)."""
+        h = self.hidden(features)
+        aux = self.aux_head(h).squeeze(-1) if self.aux_head is not None else None
+        return self.net[2](h), aux
 
     def save(self, directory: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
@@ -148,6 +176,16 @@ class EvidenceProjector(nn.Module):
         module = cls(config, hidden_size)
         module.load_state_dict(load_file(str(Path(directory) / PROJECTOR_FILE)))
         return module.eval()
+
+
+def sinusoid(n: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, width) fixed sinusoidal position encodings (Vaswani et al.)."""
+    pos = torch.arange(n, dtype=torch.float32, device=device)[:, None]
+    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / width))
+    pe = torch.zeros(n, width, device=device)
+    pe[:, 0::2] = torch.sin(pos * freq)
+    pe[:, 1::2] = torch.cos(pos * freq[: width // 2])
+    return pe
 
 
 def add_at_positions(embeds: torch.Tensor, delta: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:

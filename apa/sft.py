@@ -78,10 +78,14 @@ class SFTDataset(torch.utils.data.Dataset):
 
 
 def balanced_slot_weights(examples_values: Sequence[tuple[str, ...]], template_kinds: Sequence[Sequence[str]],
-                          alpha: float, cap: float = 8.0) -> dict[str, dict[str, float]]:
+                          alpha: float, cap: float = 8.0, preserve_mass: bool = False) -> dict[str, dict[str, float]]:
     """Loss weight per (slot kind, value) for BALANCED_KINDS: (count of the commonest value /
     count of this value) ** alpha, capped. Most phone and word labels are perfect, so without
     weighting the model learns the prior; alpha 0 gives every slot weight 1.
+
+    preserve_mass: divide each kind's weights by their mean over the training slots, so that the
+    kind's total weight (and so its share of the loss against the sentence slots, which the
+    normalised loss would otherwise shrink) is what it was unweighted.
 
     examples_values: per example, its slot texts; template_kinds: per example, its slot kinds."""
     counts: dict[str, dict[str, int]] = {k: {} for k in BALANCED_KINDS}
@@ -92,7 +96,23 @@ def balanced_slot_weights(examples_values: Sequence[tuple[str, ...]], template_k
     out = {}
     for k, c in counts.items():
         top = max(c.values(), default=1)
-        out[k] = {v: float(min(cap, (top / n) ** alpha)) for v, n in c.items()}
+        w = {v: float(min(cap, (top / n) ** alpha)) for v, n in c.items()}
+        if preserve_mass and c:
+            mean = sum(w[v] * n for v, n in c.items()) / sum(c.values())
+            w = {v: x / mean for v, x in w.items()}
+        out[k] = w
+    return out
+
+
+def phone_targets(template, values: Sequence[str]) -> list[float]:
+    """The phone slots' labels in reference order on 0-1 (slot text / 10; NaN where missing)."""
+    out = []
+    k = 0
+    for part in template:
+        if isinstance(part, Slot):
+            if part.kind == "phone":
+                out.append(float("nan") if values[k] == MISSING else float(values[k]) / 10.0)
+            k += 1
     return out
 
 
@@ -175,6 +195,12 @@ class SFTCollator:
                 if ex.evidence is not None:
                     feats[b, : len(pos)] = torch.as_tensor(ex.evidence, dtype=torch.float32)
             out["evidence_features"], out["evidence_positions"] = feats, pos_t
+            if self.evidence.aux_weight > 0:
+                targets = torch.full((len(batch), P), float("nan"))
+                for b, ex in enumerate(batch):
+                    t = phone_targets(build_template(ex.reference), ex.values)
+                    targets[b, : len(t)] = torch.tensor(t, dtype=torch.float32)
+                out["evidence_targets"] = targets
         return out
 
 
@@ -183,11 +209,15 @@ class EvidenceHook:
 
     A forward hook on the model's input-embedding module: the caller sets `pending` to
     (features (B, P, F), positions (B, P), -1 = none) for one forward and clears it after.
-    Works for training (through the model's own forward) and leaves other calls untouched."""
+    Works for training (through the model's own forward) and leaves other calls untouched.
+    Each utterance's phones go through the projector together (a projector with context layers
+    sees only its own utterance); its label predictions, if it makes any, are kept in `aux`
+    ((B, P), NaN where no phone) for the trainer's auxiliary loss."""
 
     def __init__(self, model: Any, projector: EvidenceProjector):
         self.projector = projector
         self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.aux: torch.Tensor | None = None
         self.handle = model.get_input_embeddings().register_forward_hook(self._add)
 
     def _add(self, module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
@@ -196,9 +226,25 @@ class EvidenceHook:
         feats, pos = self.pending
         if output.shape[0] != pos.shape[0]:
             return output
-        b, p = (pos >= 0).nonzero(as_tuple=True)
-        delta = self.projector(feats[b, p].to(output.device))  # (n, H)
-        return output.index_put((b.to(output.device), pos[b, p].to(output.device)), delta.to(output.dtype), accumulate=True)
+        dev = output.device
+        rows, cols, deltas, aux = [], [], [], []
+        for b in range(pos.shape[0]):
+            p = (pos[b] >= 0).nonzero(as_tuple=True)[0]
+            if not len(p):
+                continue
+            delta, pred = self.projector.forward_with_aux(feats[b, p].to(dev))  # (n, H), (n,) | None
+            rows.append(torch.full((len(p),), b, dtype=torch.long, device=dev))
+            cols.append(pos[b, p].to(dev))
+            deltas.append(delta)
+            if pred is not None:
+                aux.append((b, p, pred))
+        if aux:
+            self.aux = torch.full(pos.shape, float("nan"), device=dev)
+            for b, p, pred in aux:
+                self.aux = self.aux.index_put((torch.full_like(p, b).to(dev), p.to(dev)), pred.float())
+        if not deltas:
+            return output
+        return output.index_put((torch.cat(rows), torch.cat(cols)), torch.cat(deltas).to(output.dtype), accumulate=True)
 
     def remove(self) -> None:
         self.handle.remove()
@@ -206,25 +252,42 @@ class EvidenceHook:
 
 class EvidenceTrainer(Trainer):
     """transformers' Trainer that hands each batch's evidence (collator keys `evidence_features`,
-    `evidence_positions`) to an `EvidenceHook` for the forward, instead of to the model."""
+    `evidence_positions`) to an `EvidenceHook` for the forward, instead of to the model; with
+    `evidence_targets` it adds aux_weight x the mean squared error of the projector's label
+    predictions (phones with a label only)."""
 
-    def __init__(self, *args: Any, evidence_hook: EvidenceHook | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, evidence_hook: EvidenceHook | None = None, aux_weight: float = 0.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.evidence_hook = evidence_hook
+        self.aux_weight = aux_weight
 
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, **kwargs: Any):
         feats, pos = inputs.pop("evidence_features", None), inputs.pop("evidence_positions", None)
+        targets = inputs.pop("evidence_targets", None)
         weights = inputs.pop("loss_weights", None)
-        if self.evidence_hook is not None and feats is not None:
-            self.evidence_hook.pending = (feats, pos)
+        hook = self.evidence_hook
+        if hook is not None and feats is not None:
+            hook.pending, hook.aux = (feats, pos), None
         try:
             if weights is None:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs, **kwargs)
-            loss, outputs = weighted_loss(model, inputs, weights)
+                out = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
+            else:
+                out = weighted_loss(model, inputs, weights)
+            loss, outputs = out
+            if hook is not None and hook.aux is not None and targets is not None and self.aux_weight > 0:
+                loss = loss + self.aux_weight * aux_loss(hook.aux, targets.to(hook.aux.device))
             return (loss, outputs) if return_outputs else loss
         finally:
-            if self.evidence_hook is not None:
-                self.evidence_hook.pending = None
+            if hook is not None:
+                hook.pending = hook.aux = None
+
+
+def aux_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the entries where both are finite; pred, target: (B, P)."""
+    ok = torch.isfinite(pred) & torch.isfinite(target)
+    if not ok.any():
+        return pred.new_zeros(())
+    return F.mse_loss(pred[ok], target[ok])
 
 
 def weighted_loss(model: Any, inputs: dict, weights: torch.Tensor) -> tuple[torch.Tensor, Any]:

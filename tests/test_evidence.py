@@ -185,3 +185,77 @@ def test_weighted_loss_with_unit_weights_is_the_models_loss_and_weights_follow_r
     assert torch.allclose(ref, ours, atol=1e-5)
     heavy = SFTCollator(processor, None, {"phone": {"9": 4.0}})([Example(audio, REF, values)])["loss_weights"]
     assert int((heavy == 4.0).sum()) == N_PH  # one token per phone value "9"
+
+
+def test_mass_preserving_weights_keep_each_kinds_mean_weight():
+    from apa.sft import balanced_slot_weights
+
+    values = tuple(["8"] * 5 + ["10", "10", "10"] * 3 + ["9"] * N_PH)
+    kinds = ["sentence.x"] * 5 + ["word.accuracy", "word.stress", "word.total"] * 3 + ["phone"] * N_PH
+    other = tuple(["8"] * 5 + ["10", "10", "3"] * 3 + ["10"] * N_PH)
+    plain = balanced_slot_weights([values, other, other], [kinds] * 3, alpha=1.0)
+    w = balanced_slot_weights([values, other, other], [kinds] * 3, alpha=1.0, preserve_mass=True)
+    # phone labels: 9 x "9", 18 x "10" -> plain 2 and 1; mean 36/27; mass-preserving 1.5 and 0.75
+    assert w["phone"]["9"] == pytest.approx(1.5) and w["phone"]["10"] == pytest.approx(0.75)
+    assert w["phone"]["9"] / w["phone"]["10"] == pytest.approx(plain["phone"]["9"] / plain["phone"]["10"])
+    counts = {"9": 9, "10": 18}
+    assert sum(w["phone"][v] * n for v, n in counts.items()) / 27 == pytest.approx(1.0)
+    assert "sentence.x" not in w  # sentence slots keep weight 1
+
+
+def test_context_projector_mixes_an_utterances_phones_only_when_asked(tmp_path):
+    flat = fit_config([_features(0, 50)], NAMES, "embedding", projector_width=8)
+    ctx = fit_config([_features(0, 50)], NAMES, "embedding", projector_width=8, context_layers=1, aux_weight=1.0)
+    assert ctx.context_layers == 1 and flat.context_layers == 0
+    ctx.save(tmp_path)
+    assert EvidenceConfig.load(tmp_path) == ctx
+    x = torch.tensor(_features(1))
+    y = x.clone()
+    y[5] += 3.0  # change one phone's features
+    for cfg, mixes in ((flat, False), (ctx, True)):
+        torch.manual_seed(0)
+        proj = EvidenceProjector(cfg, hidden_size=16).eval()
+        assert torch.equal(proj(x), torch.zeros(N_PH, 16))  # still a no-op when untrained
+        torch.nn.init.normal_(proj.net[2].weight)
+        with torch.no_grad():
+            a, b = proj(x), proj(y)
+        assert not torch.allclose(a[5], b[5])
+        assert (not torch.allclose(a[0], b[0], atol=1e-6)) == mixes  # phone 0 sees phone 5 only with context
+    _, aux = proj.forward_with_aux(x)
+    assert aux is not None and aux.shape == (N_PH,)
+    proj.save(tmp_path)
+    again = EvidenceProjector.load(tmp_path, ctx, 16)
+    with torch.no_grad():
+        assert torch.equal(again(x), proj(x))
+
+
+def test_aux_loss_trains_the_projector_from_the_phone_labels(tiny_dir, processor):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    from apa.sft import EvidenceHook, Example, SFTCollator, aux_loss
+
+    cfg = fit_config([_features(0, 50)], NAMES, "embedding", projector_width=8, context_layers=1, aux_weight=1.0)
+    values = tuple(["8"] * 5 + ["10", "10", "10"] * 3 + ["10", "5", "0", "-", "10", "10", "2.5", "10", "10"])
+    audio = np.random.default_rng(0).normal(scale=0.1, size=16000).astype(np.float32)
+    short = Example(audio[:8000], REF[:1], tuple(["8"] * 5 + ["10"] * 3 + ["7.5", "10"]), _features(3, 2))
+    enc = SFTCollator(processor, cfg)([Example(audio, REF, values, _features(2)), short])
+    t = enc["evidence_targets"]
+    assert t.shape == (2, N_PH)
+    np.testing.assert_allclose(t[0].numpy(), [1.0, 0.5, 0.0, np.nan, 1.0, 1.0, 0.25, 1.0, 1.0])
+    np.testing.assert_allclose(t[1, :2].numpy(), [0.75, 1.0])
+    assert torch.isnan(t[1, 2:]).all()
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    torch.manual_seed(0)
+    proj = EvidenceProjector(cfg, model.config.text_config.hidden_size)
+    hook = EvidenceHook(model, proj)
+    inputs = {k: v for k, v in enc.items() if not k.startswith("evidence_")}
+    hook.pending = (enc["evidence_features"], enc["evidence_positions"])
+    model(**inputs)
+    pred = hook.aux
+    hook.remove()
+    assert pred.shape == (2, N_PH) and torch.isfinite(pred[0]).all() and torch.isnan(pred[1, 2:]).all()
+    loss = aux_loss(pred, t)
+    ok = torch.isfinite(t)
+    assert loss.item() == pytest.approx(((pred[ok] - t[ok]) ** 2).mean().item(), rel=1e-5)
+    loss.backward()
+    assert proj.aux_head.weight.grad.abs().sum() > 0 and proj.net[0].weight.grad.abs().sum() > 0

@@ -64,3 +64,29 @@ def test_adapter_roundtrip_identical(tiny_dir, tmp_path):
         np.testing.assert_allclose(x.probs, y.probs, atol=1e-5)
     base_only = AudioLMMScorer.from_pretrained(tiny_dir, device="cpu").read_slots([clip], [REF])[0]
     assert any(not np.allclose(x.probs, y.probs, atol=1e-3) for x, y in zip(r1, base_only)), "adapter had no effect"
+
+
+def test_training_with_contextual_evidence_and_aux_loss_saves_what_the_scorer_loads(tiny_dir, tmp_path, so762_dir):
+    from training.align_corpus import main as align_corpus
+    from training.train import main
+
+    feats = tmp_path / "train.npz"
+    align_corpus(["--data", str(so762_dir), "--split", "train", "--limit", "4", "--out", str(feats)])
+    out = tmp_path / "run"
+    main([
+        "--model", str(tiny_dir), "--data", str(so762_dir), "--max_train_samples", "4",
+        "--max_steps", "2", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
+        "--lora_r", "4", "--output_dir", str(out), "--report_to", "none", "--save_strategy", "no",
+        "--logging_steps", "1", "--dataloader_num_workers", "0", "--use_cpu", "True",
+        "--evidence_features", str(feats), "--evidence_mode", "both", "--evidence_context_layers", "1",
+        "--evidence_aux_weight", "1.0", "--slot_balance", "1.0", "--slot_balance_mass", "True",
+    ])
+    cfg = json.loads((out / "resolved_config.json").read_text())
+    assert cfg["evidence"]["context_layers"] == 1 and cfg["evidence"]["aux_weight"] == 1.0
+    phone_w = cfg["slot_weights"]["phone"]
+    assert min(phone_w.values()) < 1.0 < max(phone_w.values())  # mass-preserving: the common label below 1
+    scorer = AudioLMMScorer.from_pretrained(tiny_dir, out / "adapter", device="cpu")
+    assert scorer.projector is not None and scorer.projector.context is not None
+    assert any(v.abs().sum() > 0 for k, v in scorer.projector.state_dict().items() if k.startswith("net.2"))
+    result = scorer.assess(_clip(1.5, 0), "we call it bear")
+    assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)

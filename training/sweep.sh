@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Device-side sweep: phone-evidence features for both splits, then several apa-mini configs
 # trained in parallel on one GPU, each evaluated on the test split (with the deaf control).
-# First round (evidence text / embedding / both): results/evidence-sweep; this second round
-# adds score-balanced slot weighting to "both".
+# Round 1 (evidence text / embedding / both): results/evidence-sweep; round 2 added score-balanced
+# slot weighting to "both" (apa-mini v2); this round 3: mass-preserving weighting (sparing the
+# sentence slots), a projector with context over the utterance's phones and an auxiliary
+# phone-label loss, the shipped v2 on the whole test split, and the 7B architecture (random
+# weights) trained with the same evidence. Evaluations in float32.
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
 # Results: /root/results/<name>/{metrics.md,metrics.json,predictions.jsonl} + /root/runs/<name>/adapter.
@@ -17,10 +20,23 @@ run() {  # name, extra training args...
   ( python3 -m training.train $CFG --data $DATA --output_dir /root/runs/$name --dataloader_num_workers 3 "$@" \
       > /root/results/$name/train.log 2>&1 \
     && python3 -m training.evaluate --adapter /root/runs/$name/adapter --data $DATA --batch-size 128 \
-      --evidence-features $FEAT/test.npz --out /root/results/$name > /root/results/$name/eval.log 2>&1
+      --dtype float32 --evidence-features $FEAT/test.npz --out /root/results/$name > /root/results/$name/eval.log 2>&1
     echo "exit $?" > /root/results/$name/done ) &
 }
 ev() { echo --evidence_features $FEAT/train.npz --evidence_mode "$@"; }
+shipped() {  # the shipped adapter on the whole test split (float32, deaf control)
+  mkdir -p /root/results/$1
+  ( python3 -m training.evaluate --data $DATA --batch-size 128 --dtype float32 --evidence-features $FEAT/test.npz \
+      --out /root/results/$1 > /root/results/$1/eval.log 2>&1; echo "exit $?" > /root/results/$1/done ) &
+}
+q7b() {  # Qwen2-Audio-7B architecture, random bf16 weights, the paper's LoRA + the same evidence: 20 steps
+  mkdir -p /root/results/q7b
+  ( python3 -m training.train training/configs/qwen2-audio-7b.yaml --model apa-mini --random_init True \
+      --config_json training/configs/qwen2-audio-7b-config.json --model_dtype bfloat16 --data $DATA \
+      --output_dir /root/runs7b/q7b --max_steps 20 --logging_steps 5 --save_strategy no --dataloader_num_workers 2 \
+      $(ev both) --evidence_context_layers 2 --evidence_aux_weight 10 > /root/results/q7b/train.log 2>&1
+    echo "exit $?" > /root/results/q7b/done ) &
+}
 case "${1:-}" in
   features)  # both splits, all cores; ~0.5 s of a core per utterance
     mkdir -p $FEAT
@@ -31,9 +47,13 @@ case "${1:-}" in
   start)
     setsid bash -c "
       source training/sweep.sh define
-      run ev-both-b05 $(ev both) --slot_balance 0.5
-      run ev-both-b1 $(ev both) --slot_balance 1.0
-      run ev-both-b05-plr $(ev both) --slot_balance 0.5 --projector_lr 1e-3
+      mass='--slot_balance 1.0 --slot_balance_mass True'
+      ctx='--evidence_context_layers 2 --evidence_aux_weight 10'
+      run v3-mass \$(ev both) \$mass
+      run v3-ctx-aux-mass \$(ev both) \$mass \$ctx
+      run v3-ctx-aux \$(ev both) \$ctx
+      shipped v2-full
+      q7b
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;

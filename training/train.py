@@ -45,6 +45,9 @@ class DataArguments:
     evidence_mode: str = field(default="", metadata={"help": "how the model takes the evidence: text, embedding or both (apa.evidence)"})
     slot_balance: float = field(default=0.0, metadata={"help": "loss weight of phone/word slots by label rarity: (top count / count) ** this (0: off)"})
     slot_weight_cap: float = field(default=8.0, metadata={"help": "largest slot loss weight"})
+    slot_balance_mass: bool = field(default=False, metadata={"help": "keep each balanced kind's total loss weight (spares the sentence slots)"})
+    evidence_context_layers: int = field(default=0, metadata={"help": "transformer layers over the utterance's phones in the evidence projector"})
+    evidence_aux_weight: float = field(default=0.0, metadata={"help": "weight of the projector's auxiliary phone-label loss (0: off)"})
 
 
 @dataclass
@@ -153,12 +156,14 @@ def load_training_data(dargs: DataArguments):
         evidence = {u: c.features for u, c in load_corpus_features(dargs.evidence_features).items()}
         names = load_corpus_meta(dargs.evidence_features)["feature_names"]
         ev_config = fit_config([evidence[r.utt_id] for r in records if r.utt_id in evidence], names,
-                               dargs.evidence_mode or "both", level_feature=names.index("lpp"))
+                               dargs.evidence_mode or "both", level_feature=names.index("lpp"),
+                               context_layers=dargs.evidence_context_layers, aux_weight=dargs.evidence_aux_weight)
     dataset = SFTDataset(records, evidence, ev_config.n_features if ev_config else 0)
     slot_weights = None
     if dargs.slot_balance > 0:
         kinds = [[s.kind for s in slots(build_template(r.reference))] for r in records]
-        slot_weights = balanced_slot_weights([example_values(r) for r in records], kinds, dargs.slot_balance, dargs.slot_weight_cap)
+        slot_weights = balanced_slot_weights([example_values(r) for r in records], kinds, dargs.slot_balance, dargs.slot_weight_cap,
+                                            preserve_mass=dargs.slot_balance_mass)
     return dataset, ev_config, slot_weights
 
 
@@ -209,7 +214,8 @@ def main(argv: list[str] | None = None) -> None:
     targs.remove_unused_columns = False
     optimizers = (make_optimizer(model, targs, margs.projector_lr), None) if margs.projector_lr else (None, None)
     trainer = EvidenceTrainer(model=model, args=targs, train_dataset=dataset, data_collator=SFTCollator(processor, ev_config, slot_weights),
-                              optimizers=optimizers, evidence_hook=hook)
+                              optimizers=optimizers, evidence_hook=hook,
+                              aux_weight=ev_config.aux_weight if ev_config is not None else 0.0)
     has_ckpt = any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=bool(largs.resume and has_ckpt))
 
