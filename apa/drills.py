@@ -24,6 +24,7 @@ LAST_ATTEMPTS = 5  # attempts of the history that drills look at
 MAX_SOUNDS = 3  # weakest sounds drilled
 SENTENCES_PER_SOUND = 2
 PAIRS_PER_CONFUSION = 2
+MAX_DRILLS = 8
 
 
 # Pairs the lexicon lacks, for common learner confusions (phone asked for, phone heard).
@@ -143,7 +144,7 @@ def _sound(phone: str) -> str:
 
 def suggest(history: Iterable[Any] | None, library: Mapping[str, Sequence[str]] | Sequence[str]) -> list[Drill]:
     """Drills from the last attempts: minimal-pair words for each confusion heard, then library
-    sentences for each weak sound. [] when no sound was weak."""
+    sentences for each weak sound, at most MAX_DRILLS. [] when no sound was weak."""
     sentences = [s for v in library.values() for s in v] if isinstance(library, Mapping) else list(library)
     history = list(history or [])
     out: list[Drill] = []
@@ -158,4 +159,7 @@ def suggest(history: Iterable[Any] | None, library: Mapping[str, Sequence[str]] 
         for s in sentences_with(phone, sentences, skip=seen):
             seen.add(s)
             out.append(Drill(f"{s.capitalize()} — practise {_sound(phone)} (weak {k}×)", s, "sentence"))
-    return out
+    pairs = [d for d in out if d.kind == "pair"]
+    sentences = [d for d in out if d.kind == "sentence"]
+    keep = sentences[: max(MAX_DRILLS // 2, MAX_DRILLS - len(pairs))]  # room for sentences either way
+    return pairs[: MAX_DRILLS - len(keep)] + keep

@@ -36,8 +36,9 @@ def _add_reading(fig: Any, p: Prosody, row: int, name: str, first: bool) -> None
         if i == len(p.words) - 1:
             fig.add_vline(x=end, line={"color": "rgba(100,100,100,.6)", "width": 1, "dash": "dot"}, row=row, col=1)
         fig.add_annotation(
-            x=(start + end) / 2, y=1.0, yref=f"y{2 * row - 1} domain", xref=f"x{row}" if row > 1 else "x",
-            text=html.escape(text), showarrow=False, font={"size": 11}, yanchor="bottom",
+            x=(start + end) / 2, y=0.99, yref="y domain" if row == 1 else f"y{2 * row - 1} domain",
+            xref="x" if row == 1 else f"x{row}",
+            text=html.escape(text), showarrow=False, font={"size": 11}, yanchor="top",
         )  # fmt: skip
     for start, end in p.pauses:
         fig.add_vrect(

@@ -67,7 +67,12 @@ def rhythm(audio: np.ndarray, a: Assessment) -> tuple[Any, str]:
     except Exception:  # noqa: BLE001
         log.warning("reference prosody failed", exc_info=True)
         reference = None
-    return prosody_figure(learner, reference), rhythm_html(learner, reference)
+    try:
+        return prosody_figure(learner, reference), rhythm_html(learner, reference)
+    except Exception:  # noqa: BLE001
+        log.warning("intonation view failed", exc_info=True)
+        return None, '<div class="apa-note" id="apa-rhythm-note">The intonation view could not be made this time.</div>'
+
 
 
 def drill_update(history: Any) -> Any:
