@@ -349,8 +349,8 @@ def alignment_note_html(a: Assessment) -> str:
         return ""
     return (
         '<div class="apa-note" id="apa-no-alignment">The sounds could not be matched to their times in '
-        "this recording, so word playback, \"heard instead\" and the rhythm view are not available this "
-        "time. The scores above are still complete.</div>"
+        "this recording, so word playback, \"heard instead\" and the word marks of the rhythm view are not "
+        "available this time. The scores above are still complete.</div>"
     )
 
 
