@@ -26,6 +26,14 @@ What it does, per utterance (all on one fresh decoder, see "State" below):
        score_per_frame= pocketsphinx's alignment acoustic score of the phone / frames, in nats
                         (senone scores relative to the frame's best plus HMM transitions; <= 0)
        heard          = top-3 phones by mean_t exp(lp[t, q]), with those mean posteriors
+       post           = that mean posterior for all 40 PHONES (not a feature)
+       choice_ll[q]   = forced choice (not a feature; apa.annotate turns it into "heard instead"):
+                        the window from the previous phone's start to the next phone's end
+                        (within the word sequence) re-aligned as prev + q + next, each a 3-state
+                        left-to-right HMM whose state scores are the best senone of that phone and
+                        state position in any context, free boundaries, no transition costs;
+                        the best path's log-likelihood in nats (SIL: -inf). choice_frames: the
+                        window's frames.
 
 Failures never raise. A clip that does not align with the default beams is retried on a fresh
 decoder with wide beams (`WIDE_BEAMS`); if that fails too, or the input is unusable (not 1-D,
@@ -135,6 +143,9 @@ class AlignedPhone:
     frames: int = 0
     post_mean: float = math.nan
     top1_frac: float = math.nan
+    post: np.ndarray | None = None  # (40,) mean_t exp(lp[t, q]) in PHONES order (None in the fallback)
+    choice_ll: np.ndarray | None = None  # (40,) forced-choice window log-likelihoods, nats (module doc)
+    choice_frames: int = 0  # frames of that window
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AlignedPhone):
@@ -147,6 +158,11 @@ class AlignedPhone:
             and _same(self.score_per_frame, other.score_per_frame)
             and _same(self.post_mean, other.post_mean)
             and _same(self.top1_frac, other.top1_frac)
+            and (self.post is None) == (other.post is None)
+            and (self.post is None or np.array_equal(self.post, other.post, equal_nan=True))
+            and self.choice_frames == other.choice_frames
+            and (self.choice_ll is None) == (other.choice_ll is None)
+            and (self.choice_ll is None or np.array_equal(self.choice_ll, other.choice_ll, equal_nan=True))
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -212,6 +228,58 @@ def _model() -> tuple[str, np.ndarray, np.ndarray, int]:
     order = order[sen_phone[order] >= 0]  # fillers out
     offsets = np.searchsorted(sen_phone[order], np.arange(N_PHONES))
     return hmm, order, offsets, len(sen2ci)
+
+
+@functools.lru_cache(maxsize=1)
+def _state_sets() -> tuple[np.ndarray, np.ndarray]:
+    """(senone ids, reduceat offsets) grouping every senone by (phone of PHONES, state 0-2), in
+    that order (row-major): the senones of that state position of any of the phone's triphones."""
+    from apa.weights.sphinx_mdef import read_mdef_states
+
+    hmm = _model()[0]
+    names, base, states = read_mdef_states(Path(hmm) / "mdef")
+    q_of = np.array([PHONE_INDEX.get(names[b], -1) for b in base])
+    groups = [
+        np.unique(states[q_of == q, k]) if states.shape[1] > k else np.zeros(0, np.int64)
+        for q in range(N_PHONES) for k in range(3)
+    ]  # fmt: skip
+    if any(len(g) == 0 for g in groups):
+        raise RuntimeError("acoustic model: a phone without 3 emitting states")
+    offsets = np.cumsum([0] + [len(g) for g in groups[:-1]])
+    return np.concatenate(groups), offsets
+
+
+def _choice_scores(senscr: np.ndarray, segs: list[tuple[int, int, int]]) -> list[np.ndarray]:
+    """Per aligned phone (canonical index, start frame, frames), the (40,) forced-choice window
+    log-likelihoods (module doc, choice_ll)."""
+    idx, offsets = _state_sets()
+    T = senscr.shape[0]
+    ll = (-np.minimum.reduceat(senscr[:, idx], offsets, axis=1).astype(np.float64) * SCORE_UNIT_NATS).reshape(
+        T, N_PHONES, 3
+    )
+    out = []
+    for j, (_c, start, dur) in enumerate(segs):
+        lo = segs[j - 1][1] if j > 0 else start
+        hi = (segs[j + 1][1] + segs[j + 1][2]) if j + 1 < len(segs) else start + dur
+        lo, hi = min(lo, T - 1), max(min(hi, T), min(lo, T - 1) + 1)
+        win = ll[lo:hi]  # (W, 40, 3)
+        parts = []
+        if j > 0:
+            parts.append(np.broadcast_to(win[:, segs[j - 1][0], None, :], (hi - lo, N_PHONES, 3)))
+        parts.append(win)
+        if j + 1 < len(segs):
+            parts.append(np.broadcast_to(win[:, segs[j + 1][0], None, :], (hi - lo, N_PHONES, 3)))
+        seq = np.concatenate(parts, axis=2)  # (W, 40 candidates, n states)
+        d = np.full(seq.shape[1:], -np.inf)
+        d[:, 0] = seq[0, :, 0]
+        for t in range(1, seq.shape[0]):
+            stay_or_move = np.maximum(d, np.concatenate([np.full((N_PHONES, 1), -np.inf), d[:, :-1]], axis=1))
+            d = stay_or_move + seq[t]
+        best = d[:, -1] if np.isfinite(d[:, -1]).any() else d.max(axis=1)
+        best = best.copy()
+        best[PHONE_INDEX["SIL"]] = -np.inf
+        out.append(best)
+    return out
 
 
 def _read_senones(path: Path, n_sen: int) -> np.ndarray:
@@ -333,7 +401,7 @@ def align(audio: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]]) -> 
         for beams in (None, WIDE_BEAMS):
             try:
                 words, phones, senscr = _decode(pcm, names, prons, beams, counts)
-                return _build(ref, words, phones, _log_posteriors(senscr), duration)
+                return _build(ref, words, phones, _log_posteriors(senscr), duration, senscr)
             except _Fail as e:
                 reasons.append(str(e))
             except Exception as e:  # pocketsphinx RuntimeError etc.
@@ -368,15 +436,18 @@ def _check(x: np.ndarray, ref: list[tuple[str, tuple[str, ...]]]) -> str:
     return ""
 
 
-def _build(ref, words, phones, lp: np.ndarray, duration: float) -> Alignment:
+def _build(ref, words, phones, lp: np.ndarray, duration: float, senscr: np.ndarray | None = None) -> Alignment:
     n_frames = lp.shape[0]
     post = np.exp(lp)
+    flat = [PHONE_INDEX[sym.rstrip("012").upper()] for _, syms in ref for sym in syms]
+    segs = [(c, p[2], max(p[3], 1)) for c, p in zip(flat, phones)]
+    choice = _choice_scores(senscr, segs) if senscr is not None else [None] * len(segs)
     aligned_words = tuple(
         AlignedWord(ref[i][0], s * FRAME_S, min((s + d) * FRAME_S, duration)) for i, (_, s, d) in enumerate(words)
     )
     out = []
     flat_symbols = [(wi, sym) for wi, (_, syms) in enumerate(ref) for sym in syms]
-    for (wi, sym), (pwi, _name, start, dur, score, _states) in zip(flat_symbols, phones):
+    for j, ((wi, sym), (pwi, _name, start, dur, score, _states)) in enumerate(zip(flat_symbols, phones)):
         c = PHONE_INDEX[sym.rstrip("012").upper()]
         s = min(start, n_frames - 1)  # n_frames: frames in the dump (the utterance's last is missing)
         e = max(min(start + dur, n_frames), s + 1)
@@ -398,9 +469,18 @@ def _build(ref, words, phones, lp: np.ndarray, duration: float) -> Alignment:
                 frames=int(dur),
                 post_mean=float(mean_post[c]),
                 top1_frac=float(np.mean(seg.argmax(axis=1) == c)),
+                post=mean_post.astype(np.float64),
+                choice_ll=choice[j],
+                choice_frames=_window_frames(segs, j, n_frames),
             )
         )
     return Alignment(True, "", aligned_words, tuple(out))
+
+
+def _window_frames(segs: list[tuple[int, int, int]], j: int, n_frames: int) -> int:
+    lo = segs[j - 1][1] if j > 0 else segs[j][1]
+    hi = (segs[j + 1][1] + segs[j + 1][2]) if j + 1 < len(segs) else segs[j][1] + segs[j][2]
+    return max(min(hi, n_frames) - min(lo, n_frames - 1), 1)
 
 
 def _fallback(ref, duration: float, reason: str) -> Alignment:

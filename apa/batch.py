@@ -67,6 +67,8 @@ class BatchRow:
     completeness: float | None = None
     total: float | None = None
     weakest_words: str = ""
+    heard_instead: str = ""  # "WORD: R heard as L (62%); ..." for low-scoring phones heard as another
+    word_times: str = ""  # "WORD 0.31-0.52; ..." seconds (empty when the recording was not aligned)
     error: str = ""
 
 
@@ -256,7 +258,31 @@ def row_from_assessment(file: str, a: Assessment) -> BatchRow:
         completeness=_round(s.completeness),
         total=_round(s.total),
         weakest_words=" ".join(w.text for w in weakest_words(a, n=3)),
+        heard_instead=heard_instead_cell(a),
+        word_times=word_times_cell(a),
     )
+
+
+def heard_instead_cell(a: Assessment) -> str:
+    """The phones that scored below good and were most likely heard as another phone, with the
+    word: "BEAR: R heard as L (62%); ..." ('' when none, or not aligned)."""
+    from apa.annotate import top_heard_other
+    from apa.schema import PHONE_ACCENTED_BELOW
+
+    out = []
+    for w in a.words:
+        for p in w.phones:
+            other = top_heard_other(p)
+            if other is not None and p.score is not None and p.score < PHONE_ACCENTED_BELOW:
+                out.append(f"{w.text}: {p.phone.rstrip('012')} heard as {other[0]} ({other[1]:.0%})")
+    return "; ".join(out)
+
+
+def word_times_cell(a: Assessment) -> str:
+    """"WORD start-end; ..." in seconds, 2 decimals ('' when the words have no times)."""
+    if not a.words or any(w.start is None or w.end is None for w in a.words):
+        return ""
+    return "; ".join(f"{w.text} {w.start:.2f}-{w.end:.2f}" for w in a.words)
 
 
 def run_batch(

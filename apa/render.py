@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from apa.annotate import top_heard_other
 from apa.feedback import SENTENCE_FAIR_FROM, SENTENCE_GOOD_FROM, fmt_score, phone_ipa, tip_text
 from apa.schema import ERROR_MISPRONUNCIATION, ERROR_NONE, ERROR_OMISSION, SENTENCE_ASPECTS, phone_band
 from apa.schema import Assessment, Phone, Word
@@ -151,6 +152,13 @@ CSS = """
 .apa-note { font-size: .8rem; opacity: .75; margin-top: 6px; }
 .apa-empty { opacity: .75; padding: 18px; text-align: center; border: 2px dashed rgba(128,128,128,.35);
   border-radius: 12px; }
+.apa-heard { font-size: .68rem; font-style: italic; white-space: nowrap; margin-top: 1px; }
+.apa-stress { font-size: .72rem; font-weight: 600; margin-top: 2px; color: #D55E00; }
+.apa-word[data-clip] { cursor: pointer; }
+.apa-word[data-clip]:focus-visible { outline: 3px solid #0072B2; outline-offset: 2px; }
+.apa-say { font-size: .75rem; margin-top: 4px; border: 1px solid rgba(128,128,128,.4); border-radius: 8px;
+  background: transparent; cursor: pointer; padding: 1px 6px; }
+.apa-word-time { font-size: .65rem; opacity: .6; }
 #apa-header h1 { margin-bottom: 0; }
 #apa-header p { margin-top: 2px; opacity: .85; }
 """
@@ -206,25 +214,79 @@ def _phone_html(p: Phone) -> str:
     ipa = phone_ipa(p)
     score = fmt_score(p.score)
     label = f"{p.phone}{f' /{ipa}/' if ipa else ''}: {band.label.lower()}, score {score} of 2"
+    heard = heard_html(p)
+    if heard:
+        label += f"; {heard_label(p)}"
     return (
         f'<span class="apa-phone apa-phone--{band.key}" title="{_esc(label)}" aria-label="{_esc(label)}">'
         f'<span class="apa-phone-sym" aria-hidden="true">{band.symbol}</span>'
         f'<span class="apa-phone-arpa">{_esc(p.phone)}</span>'
         f'<span class="apa-phone-ipa">{_esc(ipa) if ipa else "&nbsp;"}</span>'
+        f"{heard}"
         "</span>"
     )
 
 
-def _word_html(w: Word) -> str:
+def heard_label(p: Phone) -> str:
+    """'heard /l/ (62%)' when a low-scoring phone (below "good") was most likely heard as another
+    phone, else ''."""
+    other = top_heard_other(p)
+    if other is None or phone_band(p.score) in ("good", "unknown"):
+        return ""
+    ipa = phone_ipa(Phone(other[0]))
+    return f"heard /{ipa or other[0]}/ ({other[1]:.0%})"
+
+
+def heard_html(p: Phone) -> str:
+    """The heard-instead label under a phone chip ('' when there is none)."""
+    label = heard_label(p)
+    if not label:
+        return ""
+    return f'<span class="apa-heard">{_esc(label.split(" (")[0])}</span>'
+
+
+STRESS_WRONG_BELOW = 7.5  # word stress (5 wrong, 10 right; expected values in between)
+
+
+def stress_html(w: Word) -> str:
+    """A 'stress?' note under a word whose stress score says it was stressed wrongly ('' else)."""
+    if w.stress is None or w.stress >= STRESS_WRONG_BELOW or len([p for p in w.phones if p.phone[-1:] in "012"]) < 2:
+        return ""
+    return f'<span class="apa-stress" title="The stress of this word sounded wrong">stress: {fmt_score(w.stress)}/10</span>'
+
+
+@dataclass(frozen=True)
+class WordClip:
+    """Audio of one word for the page, as data: URIs ('' when there is none): the learner's own
+    reading cut by the alignment, and the reference pronunciation of the word alone."""
+
+    own: str = ""
+    reference: str = ""
+
+
+def _word_html(w: Word, clip: WordClip | None = None) -> str:
     band = word_band(w)
     label = f"{w.text}: {band.label.lower()}, accuracy {fmt_score(w.accuracy)} of 10"
     phones = "".join(_phone_html(p) for p in w.phones)
+    attrs, audio, say, when = 'role="group"', "", "", ""
+    if w.start is not None and w.end is not None:
+        attrs += f' data-start="{w.start:.3f}" data-end="{w.end:.3f}"'
+        when = f'<span class="apa-word-time">{w.start:.2f}–{w.end:.2f} s</span>'
+    if clip is not None and clip.own:
+        attrs = attrs.replace('role="group"', 'role="button" tabindex="0" data-clip="own"')
+        label += ". Click to hear your reading of it"
+        audio += f'<audio class="apa-own-clip" preload="auto" src="{_esc(clip.own)}"></audio>'
+    if clip is not None and clip.reference:
+        say = (f'<button type="button" class="apa-say" aria-label="Hear how {_esc(w.text)} should sound">'
+               "🔊 how it sounds</button>")
+        audio += f'<audio class="apa-ref-clip" preload="auto" src="{_esc(clip.reference)}"></audio>'
     return (
-        f'<div class="apa-word apa-word--{band.key}" role="group" title="{_esc(label)}" aria-label="{_esc(label)}">'
+        f'<div class="apa-word apa-word--{band.key}" {attrs} title="{_esc(label)}" aria-label="{_esc(label)}">'
         f'<span class="apa-word-text"><span class="apa-sym apa-sym--{band.key}" aria-hidden="true">'
         f"{band.symbol}</span>{_esc(w.text)}</span>"
         f'<span class="apa-word-score">{fmt_score(w.accuracy)}/10</span>'
         f'<span class="apa-phones">{phones}</span>'
+        f"{stress_html(w)}{when}{say}{audio}"
         "</div>"
     )
 
@@ -247,18 +309,48 @@ def _tile_sym_key(b: Band) -> str:
     return {"good": "good", "fair": "mis", "poor": "omit"}.get(b.key, "unknown")
 
 
-def result_html(a: Assessment) -> str:
-    """The whole result card: score tiles, colour-coded words with their phones, legend."""
-    words = "".join(_word_html(w) for w in a.words)
+# Runs once when the result box loads (gr.HTML js_on_load, webapp.layout): a click (or Enter / Space)
+# on a word chip plays the learner's reading of it, the 🔊 button the reference word.
+PLAYBACK_JS = """
+const play = (a) => { if (!a) return; element.querySelectorAll('audio').forEach(o => { if (o !== a) o.pause(); });
+  a.currentTime = 0; const p = a.play(); if (p && p.catch) p.catch(() => {}); };
+const act = (e) => {
+  const say = e.target.closest('.apa-say');
+  if (say) { e.preventDefault(); e.stopPropagation(); play(say.parentElement.querySelector('audio.apa-ref-clip')); return; }
+  const w = e.target.closest('.apa-word[data-clip]');
+  if (w) { e.preventDefault(); play(w.querySelector('audio.apa-own-clip')); }
+};
+element.addEventListener('click', act);
+element.addEventListener('keydown', (e) => { if (e.key === 'Enter' || e.key === ' ') act(e); });
+"""
+
+
+def result_html(a: Assessment, clips: Sequence[WordClip] | None = None) -> str:
+    """The whole result card: score tiles, colour-coded words with their phones, legend.
+    clips: per word, its audio (a playable chip and a reference button), or None."""
+    clips = list(clips or [])
+    words = "".join(_word_html(w, clips[i] if i < len(clips) else None) for i, w in enumerate(a.words))
     note = ""
     if a.repairs:
         note = '<div class="apa-note">Some scores were estimated (the model output needed repairs).</div>'
+    note += alignment_note_html(a)
     return (
         '<div class="apa-card" id="apa-result">'
         f"{score_tiles_html(a)}"
         f'<div class="apa-sentence" aria-label="Your sentence, word by word">{words}</div>'
         f"{legend_html()}{note}"
         "</div>"
+    )
+
+
+def alignment_note_html(a: Assessment) -> str:
+    """A short note when the recording could not be aligned (no times, nothing heard instead)."""
+    if a.extra.get("aligned") is not False:
+        return ""
+    return (
+        '<div class="apa-note" id="apa-no-alignment">The sounds could not be matched to their times in '
+        "this recording, so word playback, \"heard instead\" and the word marks of the rhythm view are not "
+        "available this time. The scores above are still complete.</div>"
     )
 
 
@@ -418,7 +510,19 @@ def history_entry(a: Assessment, when: datetime | None = None) -> dict[str, Any]
     entry: dict[str, Any] = {"time": when.isoformat(timespec="seconds"), "text": a.text}
     for k in SENTENCE_ASPECTS:
         entry[k] = getattr(a.sentence, k)
+    entry["sounds"] = weak_sounds(a)
     return entry
+
+
+def weak_sounds(a: Assessment, below: float = 1.5) -> list[list[Any]]:
+    """[[phone without stress, score 0-2, heard instead or ""], ...] for the phones scoring below
+    `below` (what apa.drills reads from the history)."""
+    out = []
+    for p in a.phones:
+        if p.score is not None and p.score < below:
+            other = top_heard_other(p)
+            out.append([p.phone.rstrip("012"), round(float(p.score), 2), other[0] if other else ""])
+    return out
 
 
 def append_history(history: Iterable[dict[str, Any]] | None, a: Assessment, max_len: int = MAX_HISTORY) -> list[dict]:

@@ -22,8 +22,13 @@ Mapping to Azure Pronunciation Assessment (for users of that API):
     Word.error_type              Words[i].PronunciationAssessment.ErrorType
                                  ("None", "Mispronunciation", "Omission")
     Phone.score            x50   Phonemes[j].PronunciationAssessment.AccuracyScore
+    Phone.heard            x100  Phonemes[j].PronunciationAssessment.NBestPhonemes
+                                 ([{"Phoneme": "L", "Score": 62.0}, ...], best first)
+    Word/Phone.start, end        Offset, Duration (100-ns ticks from the clip's start)
 
-`Assessment.to_azure()` writes that shape.
+`Assessment.to_azure()` writes that shape. Times and heard phones are present only where the
+recording was aligned (`extra["aligned"]`); otherwise they are None / () and left out of Azure's
+shape.
 """
 
 from __future__ import annotations
@@ -63,6 +68,14 @@ def word_error_type(accuracy: float | None) -> str:
     return ERROR_NONE
 
 
+TICKS_PER_SECOND = 10_000_000  # Azure's Offset / Duration unit: 100 ns
+
+
+def ticks(seconds: float) -> int:
+    """Seconds -> Azure's 100-ns ticks (rounded)."""
+    return int(round(seconds * TICKS_PER_SECOND))
+
+
 def phone_band(score: float | None) -> str:
     """"good" | "accented" | "wrong" | "unknown" for a phone score on 0-2."""
     if score is None:
@@ -80,6 +93,9 @@ class Phone:
 
     phone: str  # ARPAbet with stress digit, e.g. "AA1"
     score: float | None = None
+    start: float | None = None  # seconds from the clip's start (None: not aligned)
+    end: float | None = None
+    heard: tuple[tuple[str, float], ...] = ()  # top-3 (ARPAbet without stress, probability 0-1) heard
 
     @property
     def ipa(self) -> str:
@@ -97,6 +113,8 @@ class Word:
     stress: float | None = None
     total: float | None = None
     phones: tuple[Phone, ...] = ()
+    start: float | None = None  # seconds from the clip's start (None: not aligned)
+    end: float | None = None
 
     @property
     def error_type(self) -> str:
@@ -159,7 +177,13 @@ class Assessment:
                 accuracy=w.get("accuracy"),
                 stress=w.get("stress"),
                 total=w.get("total"),
-                phones=tuple(Phone(p["phone"], p.get("score")) for p in w.get("phones", ())),
+                phones=tuple(
+                    Phone(p["phone"], p.get("score"), p.get("start"), p.get("end"),
+                          tuple((str(h), float(q)) for h, q in p.get("heard") or ()))
+                    for p in w.get("phones", ())
+                ),
+                start=w.get("start"),
+                end=w.get("end"),
             )
             for w in d["words"]
         )
@@ -183,6 +207,18 @@ class Assessment:
         def x(v: float | None, k: float) -> float | None:
             return None if v is None else round(v * k, 1)
 
+        def timed(d: dict[str, Any], item: Word | Phone) -> dict[str, Any]:
+            if item.start is not None and item.end is not None:
+                d["Offset"] = ticks(item.start)
+                d["Duration"] = max(ticks(item.end) - ticks(item.start), 0)
+            return d
+
+        def phoneme(p: Phone) -> dict[str, Any]:
+            pa: dict[str, Any] = {"AccuracyScore": x(p.score, 50)}
+            if p.heard:
+                pa["NBestPhonemes"] = [{"Phoneme": h, "Score": round(q * 100, 1)} for h, q in p.heard]
+            return timed({"Phoneme": p.phone, "PronunciationAssessment": pa}, p)
+
         s = self.sentence
         return {
             "RecognitionStatus": "Success",
@@ -195,20 +231,17 @@ class Assessment:
                 "PronScore": x(s.total, 10),
             },
             "Words": [
-                {
-                    "Word": w.text,
-                    "PronunciationAssessment": {
-                        "AccuracyScore": x(w.accuracy, 10),
-                        "ErrorType": w.error_type.capitalize(),
+                timed(
+                    {
+                        "Word": w.text,
+                        "PronunciationAssessment": {
+                            "AccuracyScore": x(w.accuracy, 10),
+                            "ErrorType": w.error_type.capitalize(),
+                        },
+                        "Phonemes": [phoneme(p) for p in w.phones],
                     },
-                    "Phonemes": [
-                        {
-                            "Phoneme": p.phone,
-                            "PronunciationAssessment": {"AccuracyScore": x(p.score, 50)},
-                        }
-                        for p in w.phones
-                    ],
-                }
+                    w,
+                )
                 for w in self.words
             ],
         }

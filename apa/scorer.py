@@ -58,12 +58,16 @@ class DecodeOptions:
     False, the reference decoder (`apa.decoding.reference`), which the fast one matches.
     batch_clips: with the fast decoder and several clips, decode them together (one forward per
     pass of all) or clip by clip; None: together on a GPU, clip by clip on a CPU (where padding
-    the clips to one length costs more than it saves)."""
+    the clips to one length costs more than it saves). feedback: align every clip (`apa.align`) and
+    put word and phone times and the phones heard instead on the result (`apa.annotate`), also for
+    a model that takes no evidence; False: align only when the model takes evidence, and give
+    results without times (the scores are the same either way)."""
 
     mode: str = "expected"
     batch_size: int = 8
     fast: bool = True
     batch_clips: bool | None = None
+    feedback: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -157,9 +161,27 @@ class AudioLMMScorer:
         return self.score([a for a, _ in items], refs)
 
     def score(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[Assessment]:
-        """Score clips against explicit references ((word, phones), ...), in batches."""
-        readings = self.read_many(audios, references)
-        return [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references, readings)]
+        """Score clips against explicit references ((word, phones), ...), in batches. Each clip is
+        aligned once; the model takes that alignment's features (when it takes evidence) and the
+        result its times and heard phones (options.feedback)."""
+        from apa.annotate import annotate
+
+        alignments = self.alignments(audios, references)
+        evidence = [None if a is None or self.evidence is None else a.features() for a in alignments]
+        readings = self.read_many(audios, references, evidence=evidence)
+        out = [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references, readings)]
+        if not self.options.feedback:
+            return out
+        return [annotate(a, al) for a, al in zip(out, alignments)]
+
+    def alignments(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[Any]:
+        """Per clip, its `apa.align.Alignment`, or None for a model that takes no evidence when
+        options.feedback is off (nothing needs it)."""
+        if self.evidence is None and not self.options.feedback:
+            return [None] * len(audios)
+        from apa.align import align
+
+        return [align(a, r) for a, r in zip(audios, references)]
 
     # -- slot readings ---------------------------------------------------------------------
     def plan(self, reference: Reference, prompt_ids: Sequence[int] | None = None) -> Plan:

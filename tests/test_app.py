@@ -112,7 +112,7 @@ def test_level_picker_updates_choices():
 
 def test_learner_score_renders_everything(scorer, clip, no_progress):
     out = handlers.learner_score(str(clip), "  we call  it bear ", [], progress=no_progress)
-    html, tip, radar, bars, history, hist_fig, download, charts = out
+    html, tip, radar, bars, history, hist_fig, download, charts = out[:8]
     for w in CLIP_TEXT.split():
         assert f"{w}</span>" in html
     assert "apa-word--" in html and "apa-phone--" in html and 'class="apa-legend"' in html
@@ -187,9 +187,10 @@ def test_errors_never_clear_inputs(fake_scorer_class):
     triggers = {t[1] for d in scoring for t in d["targets"]}
     assert {"stop_recording", "upload", "click"} <= triggers
     assert "change" not in triggers  # no race with a half-finished recording
-    # only the sentence picker writes the textbox (on purpose); nothing that can fail does
+    # only the sentence picker and the drills write the textbox (on purpose); nothing that can fail does
     writers = [d for d in cfg["dependencies"] if protected & set(d["outputs"])]
-    assert all(set(d["outputs"]) == {ids["apa-text"]} and not set(d["inputs"]) - {ids["apa-pick"]} for d in writers)
+    loaders = {ids["apa-pick"], ids["apa-drills"]}
+    assert all(set(d["outputs"]) == {ids["apa-text"]} and not set(d["inputs"]) - loaders for d in writers)
     for d in scoring + [d for d in cfg["dependencies"] if ids["apa-text"] in d["inputs"]]:
         assert not protected & set(d["outputs"]), comps[d["outputs"][0]]
 

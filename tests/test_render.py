@@ -151,7 +151,7 @@ def test_append_history_is_capped_and_ignores_junk(make_assessment):
     for _ in range(render.MAX_HISTORY + 5):
         hist = render.append_history(hist, a)
     assert len(hist) == render.MAX_HISTORY
-    assert set(hist[0]) == {"time", "text", *render.ASPECT_LABELS}
+    assert set(hist[0]) == {"time", "text", "sounds", *render.ASPECT_LABELS}
     assert re.match(r"\d{4}-\d\d-\d\dT", hist[0]["time"])
 
 

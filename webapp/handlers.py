@@ -21,7 +21,7 @@ from apa import batch, render
 from apa.config import MAX_TEXT_CHARS, REPO_ROOT
 from apa.errors import INTERNAL_MESSAGE, InputError, user_error
 from apa.schema import Assessment
-from webapp import scorer, session, uploads
+from webapp import coach, scorer, session, uploads
 
 log = logging.getLogger("apa.app")
 
@@ -147,8 +147,9 @@ def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B
     history = render.append_history(history, a)
     path = uploads.scratch_file(f"pronunciation-{datetime.now():%Y%m%d-%H%M%S}.json")
     path.write_text(a.to_json(indent=2), encoding="utf-8")
+    rhythm_plot, rhythm_note = coach.rhythm(audio, a)
     return (
-        render.result_html(a),
+        render.result_html(a, coach.word_audio(audio, a)),
         render.tip_html(a),
         render.sentence_figure(a),
         render.word_figure(a),
@@ -156,6 +157,9 @@ def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B
         render.history_figure(history),
         gr.update(value=str(path), visible=True),
         gr.update(visible=True),
+        rhythm_plot,
+        rhythm_note,
+        coach.drill_update(history),
     )
 
 

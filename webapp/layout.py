@@ -16,7 +16,7 @@ import gradio as gr
 from apa import batch, render
 from apa.config import MAX_TEXT_CHARS, gradio_analytics, scorer_concurrency
 from apa.config import trust_forwarded as config_trust_forwarded
-from webapp import handlers, security, tts
+from webapp import coach, handlers, security, tts
 from webapp import scorer as holder
 
 SCORER_CONCURRENCY = scorer_concurrency()  # scorings at once (one model; env APA_CONCURRENCY)
@@ -56,7 +56,7 @@ once with HTTP 429.
 """
 
 TABLE_HEADERS = [c.replace("_", " ").capitalize().replace("Prosodic", "Prosody") for c in batch.COLUMNS]
-TABLE_WIDTHS = ["13%", "17%", "7%", "7%", "7%", "9%", "6%", "12%", "22%"]
+TABLE_WIDTHS = ["9%", "12%", "5%", "5%", "5%", "7%", "5%", "9%", "15%", "15%", "13%"]
 SCORING = {"concurrency_id": "scorer", "concurrency_limit": SCORER_CONCURRENCY}
 PRIVATE = {"api_visibility": "private"}
 
@@ -112,16 +112,20 @@ def _recording_column(ui: SimpleNamespace) -> None:
 
 def _results_section(ui: SimpleNamespace) -> None:
     gr.Markdown("### 3. Your results")
-    ui.result = gr.HTML(render.empty_result_html(), elem_id="apa-result-box")
+    ui.result = gr.HTML(render.empty_result_html(), elem_id="apa-result-box", js_on_load=render.PLAYBACK_JS)
     ui.tip = gr.HTML("", elem_id="apa-tip-box")
     with gr.Column(visible=False, elem_id="apa-charts") as ui.charts:
         with gr.Row():
             ui.radar = gr.Plot(label="Sentence scores", show_label=False, elem_id="apa-radar")
             ui.bars = gr.Plot(label="Word accuracy", show_label=False, elem_id="apa-bars")
+        ui.rhythm_plot = gr.Plot(label="Intonation and rhythm", show_label=False, elem_id="apa-rhythm")
+        ui.rhythm_note = gr.HTML("", elem_id="apa-rhythm-box")
         with gr.Row():
             ui.download = gr.DownloadButton(
                 "⬇ Download this result (JSON)", visible=False, elem_id="apa-download", size="md"
             )
+    with gr.Accordion("Practise your weak sounds", open=True, elem_id="apa-drills-box"):
+        ui.drills = gr.Radio([], label="Drills appear here once a sound needs practice", elem_id="apa-drills")
     with gr.Accordion("Your progress this session", open=True, elem_id="apa-history"):
         ui.history_plot = gr.Plot(label="Progress", show_label=False, elem_id="apa-history-plot")
         ui.clear = gr.Button("Clear history", size="sm", variant="secondary")
@@ -182,7 +186,8 @@ def _wire_practise(demo: gr.Blocks, ui: SimpleNamespace) -> None:
     ui.hear.click(tts.reference_audio, ui.text, ui.ref_audio, **PRIVATE)
     score = {
         "inputs": [ui.recording, ui.text, ui.history],
-        "outputs": [ui.result, ui.tip, ui.radar, ui.bars, ui.history, ui.history_plot, ui.download, ui.charts],
+        "outputs": [ui.result, ui.tip, ui.radar, ui.bars, ui.history, ui.history_plot, ui.download, ui.charts,
+                    ui.rhythm_plot, ui.rhythm_note, ui.drills],
         "show_progress": "full",
         "show_progress_on": [ui.result],
         **SCORING,
@@ -193,6 +198,8 @@ def _wire_practise(demo: gr.Blocks, ui: SimpleNamespace) -> None:
     ui.rescore.click(handlers.learner_score, **score)
     ui.clear.click(handlers.clear_history, None, [ui.history, ui.history_plot], **PRIVATE)
     demo.load(render.history_figure, ui.history, ui.history_plot, **PRIVATE)
+    ui.drills.input(coach.load_drill, ui.drills, ui.text, **PRIVATE)
+    demo.load(coach.drill_update, ui.history, ui.drills, **PRIVATE)
 
 
 def _wire_teacher(ui: SimpleNamespace) -> None:

@@ -63,7 +63,7 @@ def get_scorer() -> Any:
 
 def warm_up() -> float:
     """Do once, at start-up, what the first scoring request would otherwise pay for: the speech
-    detector (Silero VAD) and CMUdict are loaded on first use, and the scorer builds its caches on
+    detector (Silero VAD), CMUdict and the pitch tracker (numba) are loaded on first use, and the scorer builds its caches on
     its first call (seconds on a CPU). Returns the seconds it took; failures are only logged (the
     first request then pays, as before)."""
     t0 = time.perf_counter()
@@ -75,6 +75,9 @@ def warm_up() -> float:
         tone = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
         speech_probabilities(tone)
         cmudict_pronunciations("coach")
+        from apa.prosody import analyse
+
+        analyse(tone)  # the pitch tracker compiles on first use
         s = get_scorer()
         if hasattr(s, "assess"):
             s.assess(tone, "WE CALL IT BEAR")

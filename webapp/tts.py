@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import subprocess
 
 import gradio as gr
+import numpy as np
 
 from apa.config import MAX_TEXT_CHARS
 from webapp import uploads
@@ -45,3 +47,29 @@ def reference_audio(text: str | None):
         log.warning("espeak-ng failed: %s", exc)
         raise gr.Error("Sorry, the example audio could not be made. Please try again.") from exc
     return gr.update(value=str(out), visible=True)
+
+
+def synthesize(text: str, speed_wpm: int = TTS_SPEED_WPM) -> np.ndarray | None:
+    """espeak-ng reading `text` as (n,) float32 at 16 kHz, or None when espeak-ng is missing or
+    fails. The WAV comes back on stdout (nothing is written to disk); the text goes in on stdin."""
+    exe = tts_binary()
+    text = " ".join((text or "").split())
+    if exe is None or not text:
+        return None
+    try:
+        done = subprocess.run(
+            [exe, "-v", TTS_VOICE, "-s", str(speed_wpm), "--stdout", "--stdin"],
+            input=text[:MAX_TEXT_CHARS].lower().encode("utf-8"),
+            capture_output=True,
+            timeout=TTS_TIMEOUT_S,
+            check=True,
+        )
+        import soundfile as sf
+
+        from apa.audio import to_mono_16k
+
+        x, sr = sf.read(io.BytesIO(done.stdout), dtype="float32")
+        return to_mono_16k(x, sr)
+    except Exception as exc:  # noqa: BLE001 - no reference audio is not an error for the learner
+        log.warning("espeak-ng synthesis failed: %s", exc)
+        return None
