@@ -27,6 +27,7 @@ from typing import Any
 from apa.feedback import SENTENCE_FAIR_FROM, SENTENCE_GOOD_FROM, fmt_score, phone_ipa, tip_text
 from apa.schema import ERROR_MISPRONUNCIATION, ERROR_NONE, ERROR_OMISSION, SENTENCE_ASPECTS, phone_band
 from apa.schema import Assessment, Phone, Word
+from apa.render_reading import READING_CSS, heard_html, words_html
 
 # Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design").
 OKABE_ITO = {
@@ -153,7 +154,7 @@ CSS = """
   border-radius: 12px; }
 #apa-header h1 { margin-bottom: 0; }
 #apa-header p { margin-top: 2px; opacity: .85; }
-"""
+""" + READING_CSS
 
 
 # --------------------------------------------------------------------------------- basics
@@ -249,10 +250,10 @@ def _tile_sym_key(b: Band) -> str:
 
 def result_html(a: Assessment) -> str:
     """The whole result card: score tiles, colour-coded words with their phones, legend."""
-    words = "".join(_word_html(w) for w in a.words)
-    note = ""
+    words = words_html(a, _word_html)  # insertions and omissions (apa.render_reading)
+    note = heard_html(a)
     if a.repairs:
-        note = '<div class="apa-note">Some scores were estimated (the model output needed repairs).</div>'
+        note += '<div class="apa-note">Some scores were estimated (the model output needed repairs).</div>'
     return (
         '<div class="apa-card" id="apa-result">'
         f"{score_tiles_html(a)}"
