@@ -190,18 +190,14 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0) -> str:
         "",
         "| edit of the reference text | what should be found | precision | recall |",
         "|---|---|---|---|",
-        f"| one word removed ({ne} clips) | that word inserted, at its position | {prf(*_prf(res['removed']))} |",
-        f"| one word added ({ne} clips) | that word omitted | {prf(*_prf(res['added']))} |",
+        f"| one word removed ({ne} clips) | that word inserted, at its position | {prf(*res['removed'])} |",
+        f"| one word added ({ne} clips) | that word omitted | {prf(*res['added'])} |",
         "",
         f"With the true texts the {len(items)} clips gave {res['true_ins']} insertions and {res['true_omi']} omissions "
         "(transcription errors, or the speakers' own miscues, which the corpus does not label). Precision counts every "
         "other insertion (omission) reported on the edited texts as a false one, so it is bounded by those.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _prf(t: tuple[int, int, int]) -> tuple[int, int, int]:
-    return t
 
 
 def main(argv: list[str] | None = None) -> None:
