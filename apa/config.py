@@ -17,6 +17,8 @@ Environment variables (all optional):
     APA_TINY_DIR    a prebuilt tiny random model for the tests   default: built per test session
     APA_CHROMIUM    the browser the browser tests drive          default: chromium on PATH
     APA_STAGE_LOG   file bench.api_overhead's server logs its stage timings to   default: none
+    APA_TRANSCRIBER speech recogniser for what was said: "whisper-base", a CTranslate2 Whisper
+                    dir or Hub id, or "none" (the tests set it)   default: whisper-base
 
 Read here too (other programs' settings this project follows): GRADIO_SERVER_NAME and
 GRADIO_SERVER_PORT (app.py's default address), SPACE_ID (running on Hugging Face Spaces),
@@ -102,6 +104,25 @@ ADAPTER_HELP = (
     f"({DEFAULT_ADAPTER.relative_to(REPO_ROOT)}) with apa-mini, none with another model (env APA_ADAPTER)"
 )
 MODEL_HELP = "'apa-mini' (default), a Hub id or a local dir (env APA_MODEL)"
+
+
+DEFAULT_TRANSCRIBER = "whisper-base"  # Whisper base (CTranslate2) assembled from the apa-mini weight packages
+TRANSCRIBER_HUB_FALLBACK = "Systran/faster-whisper-base"  # the same model on the Hub, where the packages are absent
+NO_TRANSCRIBER = "none"
+
+
+def transcriber_choice(explicit: str | None = None) -> str | None:
+    """Which speech recogniser reads what was said (apa.transcribe): the argument, else
+    $APA_TRANSCRIBER, else DEFAULT_TRANSCRIBER. A value is "whisper-base", a CTranslate2 Whisper
+    directory or a Hub id of one (e.g. Systran/faster-whisper-base); "none" turns transcription
+    off (returns None)."""
+    choice = explicit or _env("APA_TRANSCRIBER") or DEFAULT_TRANSCRIBER
+    return None if choice.strip().lower() == NO_TRANSCRIBER else choice
+
+
+def whisper_dir() -> Path:
+    """Where the packaged Whisper base is assembled for transcription: cache_dir() / "whisper-base-ct2"."""
+    return cache_dir() / "whisper-base-ct2"
 
 
 def scorer_concurrency() -> int:

@@ -21,7 +21,8 @@ def user_error(exc: BaseException) -> tuple[str, str] | None:
     """(code, message) for input problems the user can fix; None for anything else (a bug,
     an outage: log it, show a generic message). Codes: AudioError's ("empty", "too_large",
     "corrupt", "unsupported", "no_speech", "too_short", "too_long"), InputError's ("empty_text",
-    "text_too_long"), TextError's code or "bad_text", "bad_batch" for apa.batch.BatchError."""
+    "text_too_long", and from apa.reading "text_mismatch", "nothing_heard", "transcriber_failed",
+    "bad_option"), TextError's code or "bad_text", "bad_batch" for apa.batch.BatchError."""
     from apa.audio import AudioError
     from apa.batch import BatchError
     from apa.text import TextError

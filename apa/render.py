@@ -28,6 +28,7 @@ from apa.annotate import top_heard_other
 from apa.feedback import SENTENCE_FAIR_FROM, SENTENCE_GOOD_FROM, fmt_score, phone_ipa, tip_text
 from apa.schema import ERROR_MISPRONUNCIATION, ERROR_NONE, ERROR_OMISSION, SENTENCE_ASPECTS, phone_band
 from apa.schema import Assessment, Phone, Word
+from apa.render_reading import READING_CSS, transcript_html, words_html
 
 # Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design").
 OKABE_ITO = {
@@ -161,7 +162,7 @@ CSS = """
 .apa-word-time { font-size: .65rem; opacity: .6; }
 #apa-header h1 { margin-bottom: 0; }
 #apa-header p { margin-top: 2px; opacity: .85; }
-"""
+""" + READING_CSS
 
 
 # --------------------------------------------------------------------------------- basics
@@ -329,10 +330,12 @@ def result_html(a: Assessment, clips: Sequence[WordClip] | None = None) -> str:
     """The whole result card: score tiles, colour-coded words with their phones, legend.
     clips: per word, its audio (a playable chip and a reference button), or None."""
     clips = list(clips or [])
-    words = "".join(_word_html(w, clips[i] if i < len(clips) else None) for i, w in enumerate(a.words))
-    note = ""
+    clip_of = {id(w): clips[i] for i, w in enumerate(a.words) if i < len(clips)}
+    # insertions and omissions drawn around the words (apa.render_reading)
+    words = words_html(a, lambda w: _word_html(w, clip_of.get(id(w))))
+    note = transcript_html(a)  # what the transcriber heard, and its notes
     if a.repairs:
-        note = '<div class="apa-note">Some scores were estimated (the model output needed repairs).</div>'
+        note += '<div class="apa-note">Some scores were estimated (the model output needed repairs).</div>'
     note += alignment_note_html(a)
     return (
         '<div class="apa-card" id="apa-result">'

@@ -21,6 +21,7 @@ Mapping to Azure Pronunciation Assessment (for users of that API):
     Word.accuracy          x10   Words[i].PronunciationAssessment.AccuracyScore
     Word.error_type              Words[i].PronunciationAssessment.ErrorType
                                  ("None", "Mispronunciation", "Omission")
+    Assessment.insertions        Words with ErrorType "Insertion", in reading order
     Phone.score            x50   Phonemes[j].PronunciationAssessment.AccuracyScore
     Phone.heard            x100  Phonemes[j].PronunciationAssessment.NBestPhonemes
                                  ([{"Phoneme": "L", "Score": 62.0}, ...], best first)
@@ -55,6 +56,7 @@ WORD_ASPECTS = ("accuracy", "stress", "total")
 ERROR_NONE = "none"
 ERROR_MISPRONUNCIATION = "mispronunciation"
 ERROR_OMISSION = "omission"
+ERROR_INSERTION = "insertion"  # a word said that is not in the reference (Assessment.insertions)
 
 
 def word_error_type(accuracy: float | None) -> str:
@@ -115,10 +117,11 @@ class Word:
     phones: tuple[Phone, ...] = ()
     start: float | None = None  # seconds from the clip's start (None: not aligned)
     end: float | None = None
+    omitted: bool = False  # the transcript shows the word was not said (apa.miscues)
 
     @property
     def error_type(self) -> str:
-        return word_error_type(self.accuracy)
+        return ERROR_OMISSION if self.omitted else word_error_type(self.accuracy)
 
     @property
     def phone_symbols(self) -> tuple[str, ...]:
@@ -137,6 +140,19 @@ class Sentence:
 
 
 @dataclass(frozen=True)
+class Insertion:
+    """A word said that is not in the reference (apa.miscues): its text (normalised like the
+    reference words), `position` = index of the reference word it came before (len(words): after
+    the last), its time in seconds in the scored audio, and whether it repeats a word next to it."""
+
+    text: str
+    position: int
+    start: float | None = None
+    end: float | None = None
+    repetition: bool = False
+
+
+@dataclass(frozen=True)
 class Assessment:
     """A whole result: the reference text, sentence scores, words with phones.
 
@@ -150,6 +166,13 @@ class Assessment:
     repairs: tuple[str, ...] = ()
     model: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # what was really said (apa.reading): the transcript (None: not transcribed), the words said
+    # that are not in the reference, whether the transcript was the reference (free speech), and
+    # notes for the learner (e.g. that miscues could not be checked)
+    heard: str | None = None
+    insertions: tuple[Insertion, ...] = ()
+    free_speech: bool = False
+    notes: tuple[str, ...] = ()
 
     # ---- views -------------------------------------------------------------------------
     @property
@@ -160,6 +183,8 @@ class Assessment:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["repairs"] = list(self.repairs)
+        d["insertions"] = [asdict(i) for i in self.insertions]
+        d["notes"] = list(self.notes)
         for w, wd in zip(self.words, d["words"]):
             wd["error_type"] = w.error_type
             for p, pd in zip(w.phones, wd["phones"]):
@@ -184,6 +209,7 @@ class Assessment:
                 ),
                 start=w.get("start"),
                 end=w.get("end"),
+                omitted=bool(w.get("omitted", False)),
             )
             for w in d["words"]
         )
@@ -195,6 +221,10 @@ class Assessment:
             repairs=tuple(d.get("repairs", ())),
             model=d.get("model", ""),
             extra=dict(d.get("extra", {})),
+            heard=d.get("heard"),
+            insertions=tuple(Insertion(**i) for i in d.get("insertions", ())),
+            free_speech=bool(d.get("free_speech", False)),
+            notes=tuple(d.get("notes", ())),
         )
 
     @classmethod
@@ -220,9 +250,9 @@ class Assessment:
             return timed({"Phoneme": p.phone, "PronunciationAssessment": pa}, p)
 
         s = self.sentence
-        return {
+        out = {
             "RecognitionStatus": "Success",
-            "DisplayText": self.text,
+            "DisplayText": self.heard if self.free_speech and self.heard else self.text,
             "PronunciationAssessment": {
                 "AccuracyScore": x(s.accuracy, 10),
                 "FluencyScore": x(s.fluency, 10),
@@ -245,3 +275,24 @@ class Assessment:
                 for w in self.words
             ],
         }
+        if self.insertions:
+            out["Words"] = azure_with_insertions(out["Words"], self.insertions)
+        return out
+
+
+def azure_with_insertions(words: list[dict[str, Any]], insertions: tuple[Insertion, ...]) -> list[dict[str, Any]]:
+    """Azure's word list with the inserted words (ErrorType "Insertion", Offset/Duration in 100 ns
+    ticks where known) placed before the reference word of their `position`."""
+
+    def entry(i: Insertion) -> dict[str, Any]:
+        e: dict[str, Any] = {"Word": i.text.lower(), "PronunciationAssessment": {"ErrorType": "Insertion"}, "Phonemes": []}
+        if i.start is not None and i.end is not None:
+            e["Offset"], e["Duration"] = round(i.start * 1e7), round((i.end - i.start) * 1e7)
+        return e
+
+    out: list[dict[str, Any]] = []
+    for k in range(len(words) + 1):
+        out += [entry(i) for i in insertions if min(i.position, len(words)) == k]
+        if k < len(words):
+            out.append(words[k])
+    return out

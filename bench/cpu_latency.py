@@ -10,7 +10,8 @@ words, apa.text's limit). Each mode runs in its own process (so the peak memory 
 (apa.scorer.load_scorer, the default apa-mini; timed), scores one clip to warm up, then times `--runs` times per
 clip `apa.audio.load_audio(path)` + `scorer.assess(audio, text)`, the path app.py's /assess takes. Modes:
 "fast" = DecodeOptions(fast=True) (the default), "reference" = DecodeOptions(fast=False) (the reference decoder: 30 s
-encoder, one decode step per slot plus probe steps). Also reported: LLM forward calls ("steps") and tokens per
+encoder, one decode step per slot plus probe steps), "transcribe" = the fast decoder with the transcriber beside it
+(apa.reading.assess_reading, what the app runs). Also reported: LLM forward calls ("steps") and tokens per
 assessment, and whether fast and reference agree (greedy values identical, max |expected difference|).
 """
 
@@ -90,13 +91,23 @@ def worker(mode: str, clips: list[dict], runs: int, adapter: str | None = None) 
     t = time.perf_counter()
     # "baseline": the fast decoder with another adapter (e.g. the previous model), in the same run
     scorer = load_scorer(adapter=adapter if mode == "baseline" else None, options=DecodeOptions(fast=mode != "reference"))
+    transcriber = None
+    if mode == "transcribe":  # the fast decoder with what was said (apa.reading): Whisper on a thread beside it
+        from apa.transcribe import load_transcriber
+
+        transcriber = load_transcriber(threads=1)
     load_s = time.perf_counter() - t
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def once(clip: dict):
         t0 = time.perf_counter()
         audio = load_audio(clip["path"])
-        result = scorer.assess(audio, clip["text"])
+        if transcriber is not None:
+            from apa.reading import assess_reading
+
+            result = assess_reading(scorer, audio, clip["text"], transcriber, on_mismatch="text")
+        else:
+            result = scorer.assess(audio, clip["text"])
         return time.perf_counter() - t0, audio, result
 
     once(clips[0])  # warm-up (first call loads the VAD, builds caches)
@@ -196,6 +207,13 @@ def render(results: dict[str, dict], runs: int, first_load: float) -> str:
                   "| clip | baseline median (s) | shipped median (s) | shipped / baseline |", "|---|---|---|---|"]
         for f, b in zip(fast["clips"], base["clips"]):
             lines.append(f"| {f['seconds']:g} s | {b['median']:.3f} | {f['median']:.3f} | {f['median'] / b['median']:.2f}x |")
+    tr = results.get("transcribe")
+    if fast and tr:
+        lines += ["", "With transcription (`apa.reading.assess_reading`: Whisper base, int8, one thread, on a worker thread "
+                  "while the scorer scores; then miscues), same clips, same run:", "",
+                  "| clip | fast median (s) | fast + transcription median (s) | ratio |", "|---|---|---|---|"]
+        for f, b in zip(fast["clips"], tr["clips"]):
+            lines.append(f"| {f['seconds']:g} s | {f['median']:.3f} | {b['median']:.3f} | {b['median'] / f['median']:.2f}x |")
     lines += ["", "| mode | import (s) | model load (s) | RSS after load (MB) | peak RSS (MB) |", "|---|---|---|---|---|"]
     for m, r in results.items():
         lines.append(f"| {m} | {r['import_s']:.2f} | {r['load_s']:.2f} | {r['rss_loaded_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
@@ -226,11 +244,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--lengths", type=float, nargs="+", default=[2, 5, 10, 20])
-    ap.add_argument("--modes", nargs="+", default=["fast", "reference"], choices=["fast", "reference", "baseline"])
+    ap.add_argument("--modes", nargs="+", default=["fast", "reference"], choices=["fast", "reference", "baseline", "transcribe"])
     ap.add_argument("--baseline-adapter", default=None,
                     help="adapter dir of the 'baseline' mode (fast decoder), e.g. the previous shipped adapter")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cpu_latency.md")
-    ap.add_argument("--worker", choices=["fast", "reference", "baseline"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["fast", "reference", "baseline", "transcribe"], help=argparse.SUPPRESS)
     ap.add_argument("--clips", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if "baseline" in args.modes and not args.baseline_adapter:

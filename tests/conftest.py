@@ -23,6 +23,9 @@ os.environ.setdefault("APA_STRICT_BASE", "1")  # an adapter on a base it was not
 # host name looked up during a test can only come from the app (tests/test_security.py)
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# no real speech recogniser unless a test installs one (tests/test_reading.py): the fake scorer's
+# tests stay as they were, and apa.reading is tested with a fake transcriber
+os.environ.setdefault("APA_TRANSCRIBER", "none")
 
 from apa.config import corpus_dir, tiny_model_dir  # noqa: E402  (after the settings above)
 

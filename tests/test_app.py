@@ -422,7 +422,9 @@ def test_api_is_the_only_public_endpoint(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert list(api["named_endpoints"]) == ["/assess"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/assess"]["parameters"]]
-    assert params == ["audio", "text"]
+    assert params == ["audio", "text", "on_mismatch"]
+    optional = {p["parameter_name"]: p.get("parameter_has_default") for p in api["named_endpoints"]["/assess"]["parameters"]}
+    assert optional["on_mismatch"] and not optional["audio"]  # old two-argument calls still work
 
 
 @pytest.mark.parametrize(

@@ -184,3 +184,71 @@ def test_hear_it_plays_the_reference(page):
     page.locator("#apa-hear").click()
     page.locator("#apa-ref-audio audio").first.wait_for(state="attached")
     assert page.locator("#apa-ref-audio").is_visible()
+
+
+# ------------------------------------------------------------------------------ what was really said
+class _HeardTranscriber:
+    """A fake recogniser that always hears `text` (apa.reading runs it beside the fake scorer)."""
+
+    name = "fake-transcriber"
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def transcribe(self, audio):
+        from apa.transcribe import HeardWord, Transcript
+
+        words = tuple(HeardWord(w, 0.4 * i, 0.4 * i + 0.35, 0.9) for i, w in enumerate(self.text.split()))
+        return Transcript(self.text, words, 0.01, -0.3, "fake")
+
+
+@pytest.fixture()
+def heard_as():
+    from webapp import scorer as holder
+
+    yield lambda text: holder.set_transcriber(_HeardTranscriber(text))
+    holder.reset_transcriber()
+
+
+def test_insertion_and_omission_are_shown(page, clip, heard_as):
+    OUTPUT.mkdir(exist_ok=True)
+    heard_as("we really call bear")
+    page.locator("#apa-text textarea").fill(CLIP_TEXT)
+    _upload(page, clip)
+    chip = page.locator("#apa-result .apa-inserted")
+    chip.first.wait_for()
+    assert chip.count() == 1 and "REALLY" in chip.first.inner_text()
+    # the chip sits between WE and CALL
+    order = page.evaluate("[...document.querySelectorAll('#apa-result .apa-sentence > *')].map(e => e.className)")
+    assert "apa-inserted" in order[1] and "apa-word" in order[0] and "apa-word" in order[2]
+    skipped = page.locator("#apa-result .apa-skipped .apa-word-text")
+    assert skipped.count() == 1 and "IT" in skipped.inner_text()
+    deco = page.evaluate("getComputedStyle(document.querySelector('#apa-result .apa-skipped .apa-word-text')).textDecorationLine")
+    assert "line-through" in deco
+    assert "we really call bear" in page.locator("#apa-transcript").inner_text()
+    page.locator("#apa-result").screenshot(path=str(OUTPUT / "browser_insertion.png"))
+
+
+def test_free_speaking_mode(page, clip, heard_as):
+    OUTPUT.mkdir(exist_ok=True)
+    heard_as("I like green apples")
+    page.get_by_label("Speak freely (no sentence: we score what we hear)").check()
+    _upload(page, clip)
+    page.locator("#apa-transcript").wait_for()
+    assert "Free speech" in page.locator("#apa-transcript").inner_text()
+    texts = [t.strip()[1:].strip() for t in page.locator("#apa-result .apa-sentence .apa-word-text").all_inner_texts()]
+    assert texts == ["I", "LIKE", "GREEN", "APPLES"]
+    page.screenshot(path=str(OUTPUT / "browser_free_speech.png"), full_page=True)
+
+
+def test_mismatch_message_then_score_as_free_speech(page, clip, heard_as):
+    heard_as("the weather is lovely in spring today")
+    page.locator("#apa-text textarea").fill(CLIP_TEXT)
+    _upload(page, clip)
+    toast = page.locator("[data-testid='toast-body']").first
+    toast.wait_for()
+    assert "does not seem to be the sentence" in toast.inner_text() and "the weather is lovely" in toast.inner_text()
+    page.screenshot(path=str(OUTPUT / "browser_mismatch.png"))
+    page.locator("#apa-as-free").click()
+    page.locator("#apa-transcript").wait_for()
+    assert "Free speech" in page.locator("#apa-transcript").inner_text()

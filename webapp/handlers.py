@@ -35,6 +35,7 @@ __all__ = [
     "check_text",
     "clear_history",
     "learner_score",
+    "learner_score_free",
     "level_choices",
     "pick_level",
     "random_sentence",
@@ -62,16 +63,17 @@ def check_text(text: str | None) -> str:
     return text
 
 
-def assess_file(path: str | Path | None, text: str | None, progress=None) -> Assessment:
-    """Check the text, load and check the recording, score it. Raises InputError, TextError,
-    AudioError for bad input (text is checked first). `progress(fraction, desc=...)` if given."""
-    text = check_text(text)
+def assess_file(path: str | Path | None, text: str | None, progress=None, on_mismatch: str = "error") -> Assessment:
+    """Check the text, load and check the recording, score it with what was said (apa.reading;
+    an empty text is free speech). Raises InputError, TextError, AudioError for bad input (text is
+    checked first). `progress(fraction, desc=...)` if given."""
+    text = check_text(text) if (text or "").strip() else ""
     from apa.audio import load_audio
 
     audio = load_audio(None if path is None else str(path))
     if progress is not None:
         progress(0.35, desc="Listening and scoring…")
-    return scorer.score_audio(audio, text)
+    return scorer.score_reading(audio, text, on_mismatch)
 
 
 def to_gr_error(exc: BaseException, *, api: bool = False) -> gr.Error:
@@ -84,6 +86,8 @@ def to_gr_error(exc: BaseException, *, api: bool = False) -> gr.Error:
     code, message = err
     if api:
         title = code
+    elif code == "text_mismatch":
+        title = "Is this the sentence?"
     elif code.endswith("text") or code == "non_english":
         title = "Check the sentence"
     else:
@@ -121,8 +125,9 @@ def random_sentence(level: str):
 # ------------------------------------------------------------------ learner
 
 
-def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B008 - Gradio idiom
-    """Recording (or upload) stopped: score it and update results + history.
+def learner_score(audio_path, text, history, mode="read", progress=gr.Progress()):  # noqa: B008 - Gradio idiom
+    """Recording (or upload) stopped: score it and update results + history. mode "free" (or an
+    empty text): free speech, the transcript is the sentence.
     On bad input raises gr.Error, so no output (and no input) is touched.
     The uploaded file is deleted when the request ends; the decoded audio is kept in memory for
     this browser session (webapp.session) so "Score again" works."""
@@ -136,9 +141,9 @@ def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B
 
             audio = load_audio(None if audio_path is None else str(audio_path))
             session.recent_put(sid, audio_path, audio)
-        text = check_text(text)
+        text = check_text(text) if mode != "free" and (text or "").strip() else ""
         progress(0.35, desc="Listening and scoring…")
-        a = scorer.score_audio(audio, text)
+        a = scorer.score_reading(audio, text)
     except Exception as exc:
         raise to_gr_error(exc) from exc
     finally:
@@ -163,6 +168,11 @@ def learner_score(audio_path, text, history, progress=gr.Progress()):  # noqa: B
     )
 
 
+def learner_score_free(audio_path, text, history, progress=gr.Progress()):  # noqa: B008 - Gradio idiom
+    """"Score as free speech": the same recording, what was said as the sentence."""
+    return learner_score(audio_path, text, history, "free", progress=progress)
+
+
 def clear_history():
     return [], render.history_figure([])
 
@@ -170,12 +180,19 @@ def clear_history():
 # ------------------------------------------------------------------ API
 
 
-def api_assess(audio: str | None, text: str | None) -> dict:
-    """Score a recording of `text`. Returns Assessment.to_dict(); errors carry their code as title.
-    The uploaded file is deleted when the request ends, success or failure."""
+def api_assess(audio: str | None, text: str | None, on_mismatch: str | None = "error") -> dict:
+    """Score a recording of `text` (empty: free speech). Returns Assessment.to_dict(); errors carry
+    their code as title. on_mismatch: "error" (code text_mismatch when the recording is not the
+    text), "free_speech" or "text" (score anyway; apa.reading). The uploaded file is deleted when
+    the request ends, success or failure."""
+    from apa.reading import ON_MISMATCH
+
     claims = uploads.claim_uploads([audio])
     try:
-        return assess_file(audio, text).to_dict()
+        choice = (on_mismatch or "error").strip().lower()
+        if choice not in ON_MISMATCH:
+            raise InputError("bad_option", f"on_mismatch must be one of {', '.join(ON_MISMATCH)}, not {on_mismatch!r}.")
+        return assess_file(audio, text, on_mismatch=choice).to_dict()
     except Exception as exc:
         raise to_gr_error(exc, api=True) from exc
     finally:

@@ -49,8 +49,12 @@ client = Client("http://127.0.0.1:7860/", ssl_verify=ssl.create_default_context(
 result = client.predict(handle_file("clip.wav"), "WE CALL IT BEAR", api_name="/assess")
 print(result["sentence"]["total"], [(w["text"], w["accuracy"]) for w in result["words"]])
 ```
+An empty text scores the recording as free speech (what was heard is the sentence). When the
+recording is not the text, the error code is `text_mismatch`; pass a third argument
+`"free_speech"` or `"text"` to score it anyway.
 Bad input raises `gradio_client.exceptions.AppError`; its `title` is an error code such as
-`too_short`, `no_speech`, `corrupt` or `empty_text`, its `message` a sentence for the learner.
+`too_short`, `no_speech`, `corrupt`, `text_mismatch` or `nothing_heard`, its `message` a
+sentence for the learner.
 Send the file itself (a URL is refused), and at most 2 requests at a time: more are answered at
 once with HTTP 429.
 """
@@ -72,6 +76,10 @@ def _sentence_column(ui: SimpleNamespace) -> None:
     lib = handlers.sentence_library()
     first = next(iter(lib))
     gr.Markdown("### 1. Choose a sentence")
+    ui.mode = gr.Radio(
+        [("Read a sentence", "read"), ("Speak freely (no sentence: we score what we hear)", "free")],
+        value="read", label="Practice", elem_id="apa-mode",
+    )
     ui.level = gr.Radio(handlers.level_choices(), value=first, label="Level", elem_id="apa-level")
     with gr.Row():
         ui.pick = gr.Dropdown(
@@ -102,6 +110,7 @@ def _recording_column(ui: SimpleNamespace) -> None:
         sources=["microphone", "upload"], type="filepath", label="Your recording", elem_id="apa-recording"
     )
     ui.rescore = gr.Button("↻ Score this recording again", elem_id="apa-rescore", size="md")
+    ui.as_free = gr.Button("🗣 Score as free speech", elem_id="apa-as-free", size="md")
     gr.Markdown(
         "Press **Record**, read the sentence, press **Stop**: scoring starts by itself "
         "(or when an upload finishes). Record in a quiet place, close to the "
@@ -172,6 +181,7 @@ def _api_endpoint(ui: SimpleNamespace) -> None:
     with gr.Row(visible=False):
         ui.api_audio = gr.Audio(type="filepath", sources=["upload"], label="audio")
         ui.api_text = gr.Textbox(label="text")
+        ui.api_mismatch = gr.Textbox(value="error", label="on_mismatch")
         ui.api_out = gr.JSON(label="result")
         ui.api_btn = gr.Button("assess")
 
@@ -185,7 +195,7 @@ def _wire_practise(demo: gr.Blocks, ui: SimpleNamespace) -> None:
     ui.shuffle.click(handlers.random_sentence, ui.level, ui.pick, **PRIVATE).then(_same, ui.pick, ui.text, **PRIVATE)
     ui.hear.click(tts.reference_audio, ui.text, ui.ref_audio, **PRIVATE)
     score = {
-        "inputs": [ui.recording, ui.text, ui.history],
+        "inputs": [ui.recording, ui.text, ui.history, ui.mode],
         "outputs": [ui.result, ui.tip, ui.radar, ui.bars, ui.history, ui.history_plot, ui.download, ui.charts,
                     ui.rhythm_plot, ui.rhythm_note, ui.drills],
         "show_progress": "full",
@@ -196,6 +206,7 @@ def _wire_practise(demo: gr.Blocks, ui: SimpleNamespace) -> None:
     ui.recording.stop_recording(handlers.learner_score, **score)
     ui.recording.upload(handlers.learner_score, **score)
     ui.rescore.click(handlers.learner_score, **score)
+    ui.as_free.click(handlers.learner_score_free, **{**score, "inputs": [ui.recording, ui.text, ui.history]})
     ui.clear.click(handlers.clear_history, None, [ui.history, ui.history_plot], **PRIVATE)
     demo.load(render.history_figure, ui.history, ui.history_plot, **PRIVATE)
     ui.drills.input(coach.load_drill, ui.drills, ui.text, **PRIVATE)
@@ -209,7 +220,8 @@ def _wire_teacher(ui: SimpleNamespace) -> None:
 
 
 def _wire_api(ui: SimpleNamespace) -> None:
-    ui.api_btn.click(handlers.api_assess, [ui.api_audio, ui.api_text], ui.api_out, api_name="assess", **SCORING)
+    ui.api_btn.click(handlers.api_assess, [ui.api_audio, ui.api_text, ui.api_mismatch], ui.api_out, api_name="assess",
+                     **SCORING)
 
 
 # ------------------------------------------------------------------ the app

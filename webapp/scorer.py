@@ -81,6 +81,9 @@ def warm_up() -> float:
         s = get_scorer()
         if hasattr(s, "assess"):
             s.assess(tone, "WE CALL IT BEAR")
+        t = get_transcriber()
+        if t is not None:
+            t.transcribe(tone)
     except Exception:  # noqa: BLE001 - a warm-up must never stop the app from starting
         log.warning("warm-up failed; the first request will be slower", exc_info=True)
     dt_s = time.perf_counter() - t0
@@ -102,3 +105,50 @@ def score_audio(audio: np.ndarray, text: str) -> Any:
     """Score 16 kHz float32 audio against the text (the only GPU work). Takes only the array and
     the text, so nothing large is pickled into a ZeroGPU worker."""
     return get_scorer().assess(audio, text)
+
+
+# ---- the transcriber (what was really said: apa.transcribe, apa.reading) ------------------------
+_transcriber_lock = threading.Lock()
+_transcriber: dict[str, Any] = {}  # "value": the loaded transcriber or None (off); absent: not loaded yet
+
+
+def set_transcriber(transcriber: Any) -> None:
+    """Use this transcriber (anything with `transcribe(audio) -> Transcript`; None: none) from now
+    on; `reset_transcriber()` goes back to the configured one."""
+    with _transcriber_lock:
+        _transcriber["value"] = transcriber
+
+
+def reset_transcriber() -> None:
+    """Forget the transcriber in use: the next `get_transcriber()` loads the configured one."""
+    with _transcriber_lock:
+        _transcriber.clear()
+
+
+def get_transcriber() -> Any:
+    """The process-wide transcriber (apa.transcribe.load_transcriber, $APA_TRANSCRIBER), loaded on
+    first use; None when transcription is off or the model could not be loaded (logged: scoring
+    with a given text goes on without miscues)."""
+    if "value" not in _transcriber:
+        with _transcriber_lock:
+            if "value" not in _transcriber:
+                from apa.transcribe import load_transcriber
+
+                t0 = time.perf_counter()
+                try:
+                    _transcriber["value"] = load_transcriber()
+                except Exception:  # noqa: BLE001 - a missing recogniser must not stop scoring
+                    log.warning("the transcriber could not be loaded; scoring without it", exc_info=True)
+                    _transcriber["value"] = None
+                log.info("transcriber %s ready in %.1f s", getattr(_transcriber["value"], "name", None),
+                         time.perf_counter() - t0)
+    return _transcriber["value"]
+
+
+@on_gpu
+def score_reading(audio: np.ndarray, text: str, on_mismatch: str = "error") -> Any:
+    """Score 16 kHz float32 audio against the text with what was really said (apa.reading: miscues,
+    the mismatch guard; an empty text is free speech)."""
+    from apa.reading import assess_reading
+
+    return assess_reading(get_scorer(), audio, text, get_transcriber(), on_mismatch=on_mismatch)

@@ -1,0 +1,128 @@
+"""Scoring a recording together with what was really said (apa.transcribe, apa.miscues).
+
+    from apa.reading import assess_reading
+    result = assess_reading(scorer, audio, "WE CALL IT BEAR", transcriber)   # miscues marked
+    result = assess_reading(scorer, audio, "", transcriber)                  # free speech
+
+With a text: the recording is transcribed on a worker thread while the scorer scores it against
+the text (the transcriber takes one CPU thread), then the miscues are applied to the result
+(`apa.miscues.apply_miscues`: omitted words, insertions, completeness) and `heard` is the
+transcript. When the transcript does not match the text at all (`Miscues.mismatch`), `on_mismatch`
+decides: "error" raises `TextMismatch` (code "text_mismatch", its message shows what was heard),
+"free_speech" scores what was heard instead, "text" keeps the scores against the text (no miscues,
+a note). A transcriber that fails or hears nothing never stops the scoring: the result then has no
+miscues and a note says why.
+
+Without a text (empty or blank): free speech. The transcript's words become the reference (at
+most apa.text.MAX_WORDS), the result has `free_speech=True`; when nothing intelligible was heard,
+`InputError("nothing_heard")`. Without a transcriber, empty text is `InputError("empty_text")`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from apa.errors import InputError
+from apa.miscues import apply_miscues, find_miscues, heard_tokens
+from apa.schema import Assessment
+from apa.transcribe import Transcript
+
+log = logging.getLogger(__name__)
+
+ON_MISMATCH = ("error", "free_speech", "text")
+TRANSCRIBE_TIMEOUT_S = 60.0  # a transcription that takes longer is given up (scoring goes on)
+
+NOTE_NO_TRANSCRIPT = "Skipped or added words could not be checked this time (the speech recogniser failed)."
+NOTE_NOTHING_HEARD = "Skipped or added words could not be checked: no words could be made out in the recording."
+NOTE_SCORED_ANYWAY = "The recording did not seem to match the sentence; it was scored against the sentence anyway."
+NOTE_MISMATCH_FREE = "The recording did not seem to match the sentence, so what you said was scored as free speech."
+
+_pool_lock = threading.Lock()
+_pool: list[ThreadPoolExecutor] = []
+
+
+class TextMismatch(InputError):
+    """The recording does not seem to be the reference text; `heard` is what the recogniser heard."""
+
+    def __init__(self, text: str, heard: str):
+        super().__init__(
+            "text_mismatch",
+            f'This recording does not seem to be the sentence "{text}". We heard: "{heard}". '
+            "Record the sentence again, or score what you said as free speech.",
+        )
+        self.text = text
+        self.heard = heard
+
+
+def nothing_heard_error() -> InputError:
+    return InputError(
+        "nothing_heard",
+        "We could not make out any words in this recording. Please speak clearly, close to the "
+        "microphone, and try again (or type the sentence you read).",
+    )
+
+
+def worker_pool() -> ThreadPoolExecutor:
+    """The one thread that runs transcriptions beside scoring (created on first use)."""
+    with _pool_lock:
+        if not _pool:
+            _pool.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="apa-transcribe"))
+        return _pool[0]
+
+
+def free_speech(scorer: Any, audio: np.ndarray, transcript: Transcript, notes: tuple[str, ...] = ()) -> Assessment:
+    """Score the recording against its own transcript (InputError "nothing_heard" when no word was
+    made out); the result has free_speech=True and heard=the transcript."""
+    from apa.text import MAX_WORDS
+
+    words = [t.text for t in heard_tokens(transcript.words)][:MAX_WORDS]
+    if not words or not transcript.intelligible:
+        raise nothing_heard_error()
+    result = scorer.assess(audio, " ".join(words))
+    return replace(result, heard=transcript.text, free_speech=True, notes=result.notes + notes)
+
+
+def assess_reading(scorer: Any, audio: np.ndarray, text: str | None, transcriber: Any | None, *,
+                   on_mismatch: str = "error") -> Assessment:
+    """Score `audio` ((n,) float32, 16 kHz) against `text` with the miscues of what was said, or,
+    for an empty text, as free speech (see the module doc). scorer: anything with
+    `assess(audio, text)`; transcriber: anything with `transcribe(audio) -> Transcript`, or None
+    (no transcription: the scorer's result as it is)."""
+    if on_mismatch not in ON_MISMATCH:
+        raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, not {on_mismatch!r}")
+    text = " ".join((text or "").split())
+    if not text:
+        if transcriber is None:
+            raise InputError("empty_text", "Please choose a sentence from the list, or type the sentence you will read.")
+        try:
+            transcript = transcriber.transcribe(audio)
+        except Exception as exc:  # noqa: BLE001 - a recogniser fault is told as such, not as a crash
+            log.warning("transcription failed", exc_info=True)
+            raise InputError("transcriber_failed", "Free speaking is not available right now (the speech recogniser "
+                             "failed). Please type the sentence you read, or try again.") from exc
+        return free_speech(scorer, audio, transcript)
+    if transcriber is None:
+        return scorer.assess(audio, text)
+    future = worker_pool().submit(transcriber.transcribe, audio)
+    result = scorer.assess(audio, text)
+    try:
+        transcript = future.result(timeout=TRANSCRIBE_TIMEOUT_S)
+    except Exception:  # noqa: BLE001 - degrade: the scores stand without miscues
+        log.warning("transcription failed; scoring without miscues", exc_info=True)
+        return replace(result, notes=result.notes + (NOTE_NO_TRANSCRIPT,))
+    if not transcript.intelligible:
+        return replace(result, heard="", notes=result.notes + (NOTE_NOTHING_HEARD,))
+    miscues = find_miscues([w.text for w in result.words], transcript.words)
+    if miscues.mismatch:
+        if on_mismatch == "error":
+            raise TextMismatch(text, transcript.text)
+        if on_mismatch == "free_speech":
+            return free_speech(scorer, audio, transcript, (NOTE_MISMATCH_FREE,))
+        return replace(result, heard=transcript.text, notes=result.notes + (NOTE_SCORED_ANYWAY,))
+    return replace(apply_miscues(result, miscues), heard=transcript.text)

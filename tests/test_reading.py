@@ -1,0 +1,274 @@
+"""What was really said: apa.miscues (alignment, repetitions, the mismatch guard), apa.reading
+(miscues applied to the scores, free speech, degraded transcription) with a fake transcriber and
+the fake scorer, the schema's new fields, the handlers and /assess; the real Whisper in slow tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from apa.errors import InputError, user_error
+from apa.miscues import apply_miscues, find_miscues, phone_similarity
+from apa.reading import NOTE_NO_TRANSCRIPT, NOTE_NOTHING_HEARD, TextMismatch, assess_reading
+from apa.schema import ERROR_OMISSION, Assessment, Insertion
+from apa.transcribe import HeardWord, Transcript
+
+CLIP_TEXT = "WE CALL IT BEAR"
+
+
+def heard(text: str, probability: float = 0.9) -> Transcript:
+    """A transcript of `text`, one word every 0.4 s."""
+    words = tuple(HeardWord(w, round(0.4 * i, 2), round(0.4 * i + 0.35, 2), probability) for i, w in enumerate(text.split()))
+    return Transcript(text=text, words=words, no_speech_prob=0.01, avg_logprob=-0.3, model="fake")
+
+
+class FakeTranscriber:
+    name = "fake-transcriber"
+
+    def __init__(self, text: str = CLIP_TEXT, fail: bool = False):
+        self.text, self.fail, self.calls = text, fail, 0
+
+    def transcribe(self, audio):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("recogniser crashed")
+        return heard(self.text) if self.text else Transcript(text="", no_speech_prob=0.95, avg_logprob=-1.5)
+
+
+AUDIO = (0.1 * np.sin(np.arange(32000) / 5)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ apa.miscues
+def test_omission_insertion_and_times():
+    m = find_miscues(CLIP_TEXT.split(), heard("we really call bear").words)
+    assert m.omitted == (2,)  # IT not said
+    assert [(i.text, i.position, i.repetition) for i in m.insertions] == [("REALLY", 1, False)]
+    assert m.insertions[0].start == pytest.approx(0.4) and m.insertions[0].end == pytest.approx(0.75)
+    assert not m.mismatch
+
+
+def test_repetitions_of_a_word_and_of_a_phrase():
+    m = find_miscues("I LIKE APPLES".split(), ["I", "like", "like", "apples"])
+    assert [(i.text, i.position, i.repetition) for i in m.insertions] == [("LIKE", 2, True)]
+    m = find_miscues("I LIKE GREEN APPLES".split(), "I like green I like green apples".split())
+    assert len(m.insertions) == 3 and all(i.repetition for i in m.insertions)
+    assert m.omitted == ()
+
+
+def test_near_spellings_numbers_and_split_words_count_as_said():
+    m = find_miscues("MARK IS GOING TO SEE ELEPHANT".split(), ["Mark", "is", "going", "to", "see", "elephants."])
+    assert m.omitted == () and m.insertions == () and m.matched == 6
+    m = find_miscues("I PLAY FOOTBALL".split(), ["I", "play", "foot", "ball"])
+    assert m.omitted == () and m.insertions == ()
+    m = find_miscues("TWO SIX FOUR EIGHT".split(), ["2,", "6,", "4,", "8"])  # digits are normalised
+    assert m.matched == 4
+    # short words are never taken for each other
+    assert find_miscues(["THE"], ["they"]).matched == 0
+
+
+def test_a_misheard_word_is_said_not_omitted():
+    m = find_miscues(CLIP_TEXT.split(), ["we", "cold", "it", "bear"])
+    assert m.omitted == () and m.insertions == () and m.matched == 3
+
+
+def test_mismatch_guard():
+    ref = "WE CALL IT BEAR".split()
+    assert find_miscues(ref, heard("the weather is lovely in spring today").words).mismatch
+    assert not find_miscues(ref, heard("we call it bear").words).mismatch
+    assert not find_miscues(ref, []).mismatch  # nothing heard is not "another sentence"
+    # a misheard reading of the sentence (phones alike) is not another sentence
+    assert phone_similarity(ref, ["wee", "coal", "eat", "bare"]) > 0.5
+    assert not find_miscues(ref, heard("wee coal eat bare").words).mismatch
+    # an unsure transcript does not trigger it
+    assert not find_miscues(ref, heard("the weather is lovely in spring today", probability=0.1).words).mismatch
+
+
+def test_apply_miscues_marks_words_and_completeness(make_assessment):
+    a = make_assessment(completeness=9.0)
+    m = find_miscues([w.text for w in a.words], ["um", "we", "call", "bear"])
+    out = apply_miscues(a, m)
+    assert [w.omitted for w in out.words] == [False, False, True, False]
+    assert out.words[2].error_type == ERROR_OMISSION and out.words[2].accuracy == a.words[2].accuracy
+    assert out.sentence.completeness == pytest.approx(7.5)  # 3 of 4 said, below the model's 9
+    assert [i.text for i in out.insertions] == ["UM"]
+    with pytest.raises(ValueError):
+        apply_miscues(a, find_miscues(["OTHER"], ["other"]))
+
+
+# ------------------------------------------------------------------------------ schema
+def test_schema_round_trip_and_azure(make_assessment):
+    a = make_assessment()
+    m = find_miscues([w.text for w in a.words], heard("we really call bear").words)
+    out = apply_miscues(a, m)
+    back = Assessment.from_json(out.to_json())
+    assert back.insertions == out.insertions and [w.omitted for w in back.words] == [w.omitted for w in out.words]
+    d = out.to_dict()
+    assert d["words"][2]["error_type"] == "omission" and d["insertions"][0]["text"] == "REALLY"
+    az = out.to_azure()["Words"]
+    assert [w["Word"] for w in az] == ["WE", "really", "CALL", "IT", "BEAR"]
+    assert az[1]["PronunciationAssessment"]["ErrorType"] == "Insertion"
+    assert az[1]["Offset"] == 4_000_000 and az[1]["Duration"] == 3_500_000
+    assert az[3]["PronunciationAssessment"]["ErrorType"] == "Omission"
+    # an insertion after the last word goes last
+    tail = Assessment(a.text, a.sentence, a.words, insertions=(Insertion("AGAIN", 4),)).to_azure()["Words"]
+    assert tail[-1]["Word"] == "again"
+
+
+# ------------------------------------------------------------------------------ apa.reading
+def test_reading_with_text_applies_miscues(fake_scorer_class):
+    s = fake_scorer_class()
+    a = assess_reading(s, AUDIO, CLIP_TEXT, FakeTranscriber("we really call it bear"))
+    assert a.heard == "we really call it bear" and not a.free_speech
+    assert [i.text for i in a.insertions] == ["REALLY"] and not any(w.omitted for w in a.words)
+    b = assess_reading(s, AUDIO, CLIP_TEXT, FakeTranscriber("we call bear"))
+    assert [w.text for w in b.words if w.omitted] == ["IT"] and b.sentence.completeness == pytest.approx(7.5)
+
+
+def test_reading_mismatch_error_and_options(fake_scorer_class):
+    s = fake_scorer_class()
+    other = FakeTranscriber("the weather is lovely in spring today")
+    with pytest.raises(TextMismatch) as ei:
+        assess_reading(s, AUDIO, CLIP_TEXT, other)
+    assert user_error(ei.value)[0] == "text_mismatch"
+    assert "the weather is lovely" in str(ei.value) and "free speech" in str(ei.value)
+    free = assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="free_speech")
+    assert free.free_speech and free.text == "THE WEATHER IS LOVELY IN SPRING TODAY" and free.notes
+    anyway = assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="text")
+    assert anyway.text == CLIP_TEXT and anyway.insertions == () and anyway.notes
+    with pytest.raises(ValueError):
+        assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="maybe")
+
+
+@pytest.mark.parametrize("text", ["", "   ", None])
+def test_free_speech(fake_scorer_class, text):
+    s = fake_scorer_class()
+    a = assess_reading(s, AUDIO, text, FakeTranscriber("I like green apples."))
+    assert a.free_speech and a.heard == "I like green apples." and a.text == "I LIKE GREEN APPLES"
+    assert [w.text for w in a.words] == ["I", "LIKE", "GREEN", "APPLES"] and a.insertions == ()
+
+
+def test_free_speech_nothing_heard_and_no_transcriber(fake_scorer_class):
+    s = fake_scorer_class()
+    with pytest.raises(InputError) as ei:
+        assess_reading(s, AUDIO, "", FakeTranscriber(""))
+    assert ei.value.code == "nothing_heard" and s.calls == 0
+    with pytest.raises(InputError) as ei:
+        assess_reading(s, AUDIO, "", FakeTranscriber(fail=True))
+    assert ei.value.code == "transcriber_failed"
+    with pytest.raises(InputError) as ei:
+        assess_reading(s, AUDIO, "", None)
+    assert ei.value.code == "empty_text"
+
+
+def test_failing_or_deaf_transcriber_does_not_stop_scoring(fake_scorer_class):
+    s = fake_scorer_class()
+    plain = s.assess(AUDIO, CLIP_TEXT)
+    a = assess_reading(s, AUDIO, CLIP_TEXT, FakeTranscriber(fail=True))
+    assert a.sentence == plain.sentence and a.notes == (NOTE_NO_TRANSCRIPT,) and a.heard is None
+    b = assess_reading(s, AUDIO, CLIP_TEXT, FakeTranscriber(""))
+    assert b.sentence == plain.sentence and b.notes == (NOTE_NOTHING_HEARD,) and b.insertions == ()
+    assert assess_reading(s, AUDIO, CLIP_TEXT, None) == plain
+
+
+# ------------------------------------------------------------------------------ page and API handlers
+@pytest.fixture()
+def transcriber():
+    from webapp import scorer as holder
+
+    t = FakeTranscriber("we really call it bear")
+    holder.set_transcriber(t)
+    yield t
+    holder.reset_transcriber()
+
+
+def test_learner_page_shows_insertions_omissions_and_heard(scorer, transcriber, clip, no_progress):
+    import gradio as gr
+
+    from webapp import handlers
+
+    html = handlers.learner_score(str(clip), CLIP_TEXT, [], progress=no_progress)[0]
+    assert 'class="apa-inserted"' in html and "REALLY" in html and "We heard" in html
+    transcriber.text = "we call bear"
+    html = handlers.learner_score(str(clip), CLIP_TEXT, [], progress=no_progress)[0]
+    assert html.count('class="apa-skipped"') == 1 and "not said" in html
+    transcriber.text = "the weather is lovely in spring today"
+    with pytest.raises(gr.Error) as ei:
+        handlers.learner_score(str(clip), CLIP_TEXT, [], progress=no_progress)
+    assert ei.value.title == "Is this the sentence?" and "the weather is lovely" in ei.value.message
+    html = handlers.learner_score_free(str(clip), CLIP_TEXT, [], progress=no_progress)[0]
+    assert "Free speech" in html and "WEATHER" in html
+
+
+def test_api_free_speech_and_mismatch(scorer, transcriber, clip):
+    import gradio as gr
+
+    from webapp import handlers
+
+    d = handlers.api_assess(str(clip), "  ")
+    assert d["free_speech"] and d["text"] == "WE REALLY CALL IT BEAR" and d["heard"]
+    transcriber.text = "the weather is lovely in spring today"
+    with pytest.raises(gr.Error) as ei:
+        handlers.api_assess(str(clip), CLIP_TEXT)
+    assert ei.value.title == "text_mismatch"
+    assert handlers.api_assess(str(clip), CLIP_TEXT, "free_speech")["free_speech"]
+    assert handlers.api_assess(str(clip), CLIP_TEXT, "text")["text"] == CLIP_TEXT
+    with pytest.raises(gr.Error) as ei:
+        handlers.api_assess(str(clip), CLIP_TEXT, "whatever")
+    assert ei.value.title == "bad_option"
+
+
+def test_unloadable_transcriber_degrades(scorer, monkeypatch, clip):
+    from webapp import handlers
+    from webapp import scorer as holder
+
+    def broken(*args, **kwargs):
+        raise FileNotFoundError("no model here")
+
+    monkeypatch.setattr("apa.transcribe.load_transcriber", broken)
+    holder.reset_transcriber()
+    try:
+        assert holder.get_transcriber() is None
+        assert handlers.api_assess(str(clip), CLIP_TEXT)["insertions"] == []
+    finally:
+        holder.reset_transcriber()
+
+
+# ------------------------------------------------------------------------------ the real model
+@pytest.fixture(scope="module")
+def whisper():
+    from apa.mini.sources import packages_available
+
+    ok, reason = packages_available()
+    if not ok:
+        pytest.skip(reason)
+    from apa.transcribe import load_transcriber
+
+    return load_transcriber("whisper-base")
+
+
+@pytest.mark.slow
+def test_real_whisper_hears_the_clip_and_finds_miscues(whisper, speech):
+    from apa.audio import trim_silence
+
+    audio = trim_silence(speech)
+    t = whisper.transcribe(audio)
+    assert t.intelligible and t.model == "whisper-base"
+    words = [w for w in t.words]
+    assert all(0 <= w.start <= w.end <= len(audio) / 16000 + 0.05 for w in words)
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    said = find_miscues(CLIP_TEXT.split(), words)
+    assert said.matched >= 3 and not said.mismatch
+    last = find_miscues([], words[-1:]).heard[0].text  # the last word as heard ("BILL" for this BEAR)
+    short = find_miscues("WE CALL IT".split(), words)  # the last word said but not in the text: inserted at the end
+    assert any(i.text == last and i.position == 3 and i.start >= words[-2].start for i in short.insertions)
+    more = find_miscues("WE REALLY DO CALL IT BEAR".split(), words)  # REALLY DO not said
+    assert more.omitted == (1, 2)
+    assert find_miscues("THE WEATHER IS LOVELY IN SPRING TODAY".split(), words).mismatch
+
+
+@pytest.mark.slow
+def test_real_whisper_on_silence_and_noise_hears_nothing(whisper):
+    rng = np.random.default_rng(0)
+    assert not whisper.transcribe(np.zeros(32000, np.float32)).intelligible
+    assert not whisper.transcribe((0.05 * rng.standard_normal(32000)).astype(np.float32)).intelligible
+    assert whisper.transcribe(np.zeros(0, np.float32)).words == ()
