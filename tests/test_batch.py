@@ -49,24 +49,42 @@ def test_zip_caps(tmp_path, make_zip):
     assert not any((tmp_path / "o2").rglob("*.wav")) if (tmp_path / "o2").exists() else True
 
 
-def test_zip_lying_about_its_size_is_stopped(tmp_path):
-    """A zip bomb whose headers declare a small size: the bytes written are counted."""
+def _lie_about_size(z: Path, declared: int) -> None:
+    """Patch the central directory's uncompressed size of the zip's first member."""
+    raw = bytearray(z.read_bytes())
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 24 : cd + 28] = declared.to_bytes(4, "little")
+    z.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_zipfile_yields_no_more_than_the_declared_size(tmp_path, compression):
+    """The property safe_extract_zip relies on instead of a byte counter: a member whose header
+    declares 10 bytes but holds 300 kB gives at most 10 bytes, then a CRC error."""
+    z = tmp_path / "liar.zip"
+    with zipfile.ZipFile(z, "w", compression=compression) as zf:
+        zf.writestr("a.wav", b"\1" * 300_000)
+    _lie_about_size(z, 10)
+    got = 0
+    with zipfile.ZipFile(z) as zf, pytest.raises(zipfile.BadZipFile, match="CRC"):
+        with zf.open(zf.infolist()[0]) as src:
+            while chunk := src.read(1 << 16):
+                got += len(chunk)
+    assert got <= 10
+
+
+def test_zip_lying_about_its_size_is_rejected_and_leaves_nothing(tmp_path):
     z = tmp_path / "liar.zip"
     with zipfile.ZipFile(z, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("b.wav", b"\2" * 1000)  # an honest member first: it is written, then removed
         zf.writestr("a.wav", b"\1" * 300_000)
     raw = bytearray(z.read_bytes())
-    # patch the declared uncompressed size (central directory) to 10 bytes
-    cd = raw.rfind(b"PK\x01\x02")
+    cd = raw.rfind(b"PK\x01\x02")  # the last member's central-directory entry
     raw[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
     z.write_bytes(bytes(raw))
-    try:
+    with pytest.raises(batch.BatchError, match="could not be unpacked"):
         batch.safe_extract_zip(z, tmp_path / "out", max_total_bytes=100_000)
-    except batch.BatchError:
-        pass  # either our byte counter or zipfile's own size check stops it
-    else:
-        pytest.fail("a zip that unpacks past the cap was accepted")
-    files = list((tmp_path / "out").rglob("*")) if (tmp_path / "out").exists() else []
-    assert sum(f.stat().st_size for f in files if f.is_file()) <= 100_000
+    assert not [f for f in (tmp_path / "out").rglob("*") if f.is_file()]
 
 
 def test_zip_skips_junk_and_keeps_audio(tmp_path, make_zip):
@@ -140,8 +158,8 @@ def test_zip_bomb_over_the_default_cap(scorer_free, tmp_path):
 
 
 def test_zip_bomb_lying_about_its_size_through_run_batch(scorer_free, tmp_path, monkeypatch):
-    """Declared sizes patched to 1 kB: the bytes actually written are counted against the cap
-    (lowered here to keep the test fast), the partial output is removed."""
+    """Declared size patched to 1 kB under a 5 MB cap (lowered to keep the test fast): the member
+    gives 1 kB, fails its CRC, the row reports the damaged archive and nothing is left."""
     monkeypatch.setattr(batch, "MAX_ZIP_UNCOMPRESSED_BYTES", 5_000_000)
     z = _deflated_zeros_zip(tmp_path / "liar.zip", "a.wav", 20_000_000)
     raw = bytearray(z.read_bytes())
@@ -151,7 +169,7 @@ def test_zip_bomb_lying_about_its_size_through_run_batch(scorer_free, tmp_path, 
     refs = tmp_path / "r.csv"
     refs.write_text("a.wav,HI\n")
     rows = batch.run_batch([z], refs, handlers.assess_file, workdir=tmp_path)
-    assert rows[0].file == "liar.zip" and rows[0].error
+    assert rows[0].file == "liar.zip" and "could not be unpacked" in rows[0].error
     assert not list(tmp_path.glob("apa-batch-*"))
 
 

@@ -109,9 +109,11 @@ def test_normalize_reproduces_corpus_words(corpus):
 # --------------------------------------------------------------------------- corpus agreement
 
 
-def test_corpus_agreement(corpus):
-    """Measured on Speechocean762 (31,816 word occurrences): g2p 96.43% (the ceiling for any
-    context-free word -> phones map), pronunciations 100%, to_words (sentence aware) 99.87%."""
+def test_corpus_lexicon_reproduces_the_corpus_it_was_built_from(corpus):
+    """The corpus lexicon is read off Speechocean762 itself, so this checks the lookup and the
+    sentence-aware choice, not generalisation (that is the held-out test below). Measured on
+    its 31,816 word occurrences: g2p 96.43% (the ceiling for any context-free word -> phones
+    map), pronunciations 100%, to_words (sentence aware) 99.87%."""
     scores, canon = corpus
     n = hit_g2p = hit_any = hit_sentence = 0
     per_word: dict[str, Counter] = defaultdict(Counter)
@@ -133,6 +135,36 @@ def test_corpus_agreement(corpus):
     assert rates["g2p"] == pytest.approx(ceiling)  # best variant = most frequent one, every word
     assert rates["g2p"] >= 0.96
     assert rates["to_words"] >= 0.99
+
+
+def test_g2p_agreement_on_words_held_out_of_the_lexicon(so762_dir):
+    """Words of the test split's texts that no train-split text uses, pronounced without the
+    corpus lexicon (what the G2P does for a word it has not seen in the corpus: CMUdict in the
+    corpus stress convention, else the fallback letter-to-sound model), against the corpus's
+    canonical phones. Measured: 719 such words; 63% agree phone for phone, 58% with stress too.
+    Far below the 96% above: the corpus writes British-leaning vowels (BOB B AH B, DANCE D AA N S,
+    LANTERN ... T AH N) where CMUdict has American ones, so held-out words often differ."""
+    from apa.data import read_kaldi
+    from apa.text import cmudict_pronunciations, fallback_g2p
+
+    train = {w for r in read_kaldi(so762_dir, "train") for w, _ in r.reference}
+    held: dict[str, Counter] = defaultdict(Counter)
+    for r in read_kaldi(so762_dir, "test"):
+        for w, phones in r.reference:
+            if w not in train:
+                held[w][tuple(phones)] += 1
+    plain = lambda ph: tuple(p.rstrip("012") for p in ph)  # noqa: E731
+    n = len(held)
+    exact = same_phones = 0
+    for w, seen in held.items():
+        want = seen.most_common(1)[0][0]
+        got = (cmudict_pronunciations(w) or [fallback_g2p(w)])[0]
+        exact += got == want
+        same_phones += plain(got) == plain(want)
+    print(f"\nheld-out words {n}: phones {same_phones / n:.3f}, with stress {exact / n:.3f}")
+    assert n > 500
+    assert same_phones / n >= 0.60 and exact / n >= 0.55
+    assert same_phones / n < 0.9  # held out for real: the corpus lexicon (96%) is not consulted
 
 
 def test_corpus_priority_and_prompt_phones():
