@@ -89,8 +89,10 @@ def worker(mode: str, clips: list[dict], runs: int, adapter: str | None = None) 
     t_import = time.perf_counter() - t_import
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    # "baseline": the fast decoder with another adapter (e.g. the previous model), in the same run
-    scorer = load_scorer(adapter=adapter if mode == "baseline" else None, options=DecodeOptions(fast=mode != "reference"))
+    # "baseline": the fast decoder with another adapter (e.g. the previous model), in the same run, as
+    # that model ran: without the alignment a model taking no evidence needs only for feedback
+    scorer = load_scorer(adapter=adapter if mode == "baseline" else None,
+                         options=DecodeOptions(fast=mode != "reference", feedback=mode != "baseline"))
     transcriber = None
     if mode == "transcribe":  # the fast decoder with what was said (apa.reading): Whisper on a thread beside it
         from apa.transcribe import load_transcriber
