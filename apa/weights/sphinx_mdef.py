@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 
-def read_mdef(path: Path) -> tuple[list[str], np.ndarray]:
-    """Binary sphinx model definition -> (CI phone names, base CI phone of every senone).
+def parse_mdef(path: Path) -> tuple[list[str], int, np.ndarray, np.ndarray, np.ndarray]:
+    """Binary sphinx model definition -> (CI phone names, number of senones, phones' (ssid, tmat,
+    info) records, (n_sseq, n_emit) senone sequences, base CI phone of every phone).
 
     Layout (pocketsphinx bin_mdef.c, format version 1): int32 magic 'BMDF', version, header length,
     header text; int32 n_ciphone, n_phone, n_emit_state, n_ci_sen, n_sen, n_tmat, n_sseq, n_ctx,
@@ -38,42 +39,22 @@ def read_mdef(path: Path) -> tuple[list[str], np.ndarray]:
     sseq = np.frombuffer(buf, "<u2", sseq_size, pos + 4)
     if not n_emit or sseq_size != n_sseq * n_emit:
         raise RuntimeError(f"{path}: heterogeneous topologies are not supported")
-    sseq = sseq.reshape(n_sseq, n_emit)
     base = np.where(np.arange(n_phone) < n_ci, np.arange(n_phone), phones["info"][:, 1])
+    return names, n_sen, phones, sseq.reshape(n_sseq, n_emit), base
+
+
+def read_mdef(path: Path) -> tuple[list[str], np.ndarray]:
+    """Binary sphinx model definition -> (CI phone names, base CI phone of every senone)."""
+    names, n_sen, phones, sseq, base = parse_mdef(path)
     sen2ci = np.full(n_sen, -1, np.int64)
     # first writer wins, as in pocketsphinx (senones are not shared between base phones here)
-    for pid in range(n_phone - 1, -1, -1):
+    for pid in range(len(phones) - 1, -1, -1):
         sen2ci[sseq[phones["ssid"][pid]]] = base[pid]
     return names, sen2ci
 
 
 def read_mdef_states(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Binary sphinx model definition -> (CI phone names, base CI phone of every phone (CI and
-    context-dependent), (n_phone, n_emit) senone of each emitting state of every phone). Same
-    layout as `read_mdef`."""
-    buf = path.read_bytes()
-    magic, version, hdr_len = np.frombuffer(buf, "<i4", 3)
-    if magic != 0x46444D42 or version > 1:
-        raise RuntimeError(f"{path}: not a little-endian binary mdef (version 1)")
-    pos = 12 + hdr_len
-    (n_ci, n_phone, n_emit, _n_ci_sen, _n_sen, _n_tmat, n_sseq, _n_ctx, n_tree, _sil) = np.frombuffer(
-        buf, "<i4", 10, pos
-    ).tolist()
-    pos += 40
-    names_start = pos
-    names = []
-    for _ in range(n_ci):
-        end = buf.index(b"\0", pos)
-        names.append(buf[pos:end].decode("ascii"))
-        pos = end + 1
-    pos = names_start + ((pos - names_start + 3) & ~3)
-    pos += 8 * n_tree
-    phones = np.frombuffer(buf, np.dtype([("ssid", "<i4"), ("tmat", "<i4"), ("info", "u1", 4)]), n_phone, pos)
-    pos += 12 * n_phone
-    (sseq_size,) = np.frombuffer(buf, "<i4", 1, pos)
-    sseq = np.frombuffer(buf, "<u2", sseq_size, pos + 4)
-    if not n_emit or sseq_size != n_sseq * n_emit:
-        raise RuntimeError(f"{path}: heterogeneous topologies are not supported")
-    sseq = sseq.reshape(n_sseq, n_emit)
-    base = np.where(np.arange(n_phone) < n_ci, np.arange(n_phone), phones["info"][:, 1])
+    context-dependent), (n_phone, n_emit) senone of each emitting state of every phone)."""
+    names, _n_sen, phones, sseq, base = parse_mdef(path)
     return names, base, sseq[phones["ssid"]].astype(np.int64)
