@@ -4,7 +4,9 @@
 and end (seconds) and every phone its top-3 heard phones, when the alignment succeeded; when it
 did not (`Alignment.ok` False: its times are an even spread, not measurements) the words and
 phones are left without times and heard phones, and `extra["aligned"]` is False with the reason.
-The scores are never touched.
+The scores are never touched. `extra["acoustic_match"]` is the alignment's mean phone log
+posterior (`acoustic_match`), the acoustic evidence of whether the recording is the reference at
+all (None when not aligned).
 
 What was heard (`heard_instead`): the alignment's forced choice of each phone (`choice_ll`: its
 window re-aligned with each of the 39 phones in its place), plus a prior of
@@ -28,7 +30,8 @@ from apa.schema import Assessment, Phone, Word
 if TYPE_CHECKING:
     from apa.align import AlignedPhone, Alignment
 
-__all__ = ["HEARD_CANONICAL_PRIOR_NATS", "HEARD_TOP", "annotate", "heard_instead", "top_heard_other", "word_span"]
+__all__ = ["HEARD_CANONICAL_PRIOR_NATS", "HEARD_TOP", "acoustic_match", "annotate", "heard_instead", "top_heard_other",
+           "word_span"]
 
 HEARD_CANONICAL_PRIOR_NATS = 8.0  # log-likelihood bonus of the phone asked for (bench/heard_instead.py)
 HEARD_TOP = 3
@@ -72,23 +75,38 @@ def _t(x: float) -> float:
     return round(float(x), TIME_DECIMALS)
 
 
+def acoustic_match(alignment: Alignment | None) -> float | None:
+    """How well the recording sounds like the reference it was aligned to: the mean over the
+    aligned phones of `AlignedPhone.lpp` (frame-averaged log posterior of the phone asked for,
+    nats, <= 0; near 0: every phone sounds like itself). None when there is no alignment, it
+    failed (`ok` False), or it has no phones."""
+    if alignment is None or not alignment.ok or not alignment.phones:
+        return None
+    lpp = [p.lpp for p in alignment.phones]
+    if not all(math.isfinite(x) for x in lpp):
+        return None
+    return round(float(sum(lpp) / len(lpp)), 4)
+
+
 def annotate(assessment: Assessment, alignment: Alignment | None) -> Assessment:
     """The assessment with times and heard phones from `alignment` (see the module doc); its
     words and phones must be the alignment's, in order (else it is returned unannotated, with
-    extra["aligned"] False). extra gains "aligned" (bool) and "alignment_note" ("" when aligned)."""
+    extra["aligned"] False). extra gains "aligned" (bool), "alignment_note" ("" when aligned) and
+    "acoustic_match" (`acoustic_match`, None when not aligned), which `apa.reading` gives the
+    "does not match" guard (`apa.miscues.does_not_match`)."""
     extra = dict(assessment.extra)
     if alignment is None:
-        extra.update(aligned=False, alignment_note="no alignment was made")
+        extra.update(aligned=False, alignment_note="no alignment was made", acoustic_match=None)
         return replace(assessment, extra=extra)
     if not alignment.ok:
-        extra.update(aligned=False, alignment_note=alignment.reason or "not aligned")
+        extra.update(aligned=False, alignment_note=alignment.reason or "not aligned", acoustic_match=None)
         return replace(assessment, extra=extra)
     shape = [len(w.phones) for w in assessment.words]
     got = [0] * len(alignment.words)
     for p in alignment.phones:
         got[p.word] += 1
     if shape != got:
-        extra.update(aligned=False, alignment_note="the alignment is of other words")
+        extra.update(aligned=False, alignment_note="the alignment is of other words", acoustic_match=None)
         return replace(assessment, extra=extra)
     flat = iter(alignment.phones)
     words = []
@@ -98,7 +116,7 @@ def annotate(assessment: Assessment, alignment: Alignment | None) -> Assessment:
             ap = next(flat)
             phones.append(replace(p, start=_t(ap.start), end=_t(ap.end), heard=heard_instead(ap)))
         words.append(replace(w, phones=tuple(phones), start=_t(aw.start), end=_t(aw.end)))
-    extra.update(aligned=True, alignment_note="")
+    extra.update(aligned=True, alignment_note="", acoustic_match=acoustic_match(alignment))
     return replace(assessment, words=tuple(words), extra=extra)
 
 

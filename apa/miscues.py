@@ -16,18 +16,36 @@ one was inserted; a reference word paired with another heard word was said (how 
 scorer's business). An inserted word equal to the reference word next to it, or a run of inserted
 words equal to the run of reference words next to it, is a repetition.
 
-The recording does not match the text (`Miscues.mismatch`) when three readings agree: the words
-heard as written cover less than `MISMATCH_BELOW` of max(reference words, heard words); the
-phones of the two word lists (`apa.text.g2p`, stress dropped) are less than `PHONES_BELOW` alike
-(rapidfuzz's normalised Levenshtein similarity), so a misheard reading of the sentence is not
-taken for another sentence; and the recogniser was fairly sure of what it heard (mean word
-probability at least `CONFIDENT_FROM`), since on poorly read speech it writes words that were never
-said. The cut points and the rates they give on Speechocean762 with true and swapped texts, on
-the clips they were chosen on and on other clips: bench/results/miscues.md.
+The transcript says the recording does not match the text (`Miscues.mismatch`) when three
+readings agree: the words heard as written cover less than `MISMATCH_BELOW` of max(reference
+words, heard words); the phones of the two word lists (`apa.text.g2p`, stress dropped) are less
+than `PHONES_BELOW` alike (rapidfuzz's normalised Levenshtein similarity), so a misheard reading
+of the sentence is not taken for another sentence; and the recogniser was fairly sure of what it
+heard (mean word probability at least `CONFIDENT_FROM`), since on poorly read speech it writes
+words that were never said.
+
+The guard itself (`does_not_match`, what `apa.reading` applies) adds the forced alignment's
+evidence, its acoustic match (`apa.annotate.acoustic_match`: the mean phone log posterior of the
+recording aligned to the text, nats; the scorer puts it in `extra["acoustic_match"]`):
+
+* no acoustic match (no alignment, or it failed): the transcript decides alone;
+* the acoustic match is below `ACOUSTIC_FAR_BELOW` and fewer than `MISMATCH_BELOW` of the words
+  were heard as written: it fires, however unsure the transcript;
+* the transcript says mismatch: the recording is also aligned to the words heard, and the guard
+  fires unless the text fits the recording better than those words by more than `HEARD_FITS_BY`
+  nats (or the words heard could not be aligned: then it fires). A recogniser that writes a
+  sentence never said ("Tuesday." for "HERE IS TIM'S CAP") is overruled this way: its words fit
+  the recording worse than the sentence that was read, while the words of another sentence that
+  was read fit it better than the text. One cut on the acoustic match alone cannot do this, since
+  a poor reading of the true text fits it as badly as many readings of another sentence.
+
+The cut points and the rates they give on Speechocean762 with true and swapped texts, on the
+clips they were chosen on and on other clips: bench/results/miscues.md, miscues_heldout.md.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -39,6 +57,8 @@ FUZZY_MIN_LEN = 4  # letters, both words: short words ("THE"/"THEY") are never t
 MISMATCH_BELOW = 1 / 3  # share of words heard as written below which the recording is not the text
 PHONES_BELOW = 0.3  # phone similarity of reference and heard words below which they differ
 CONFIDENT_FROM = 0.3  # mean word probability of the transcript from which the guard trusts it
+HEARD_FITS_BY = 0.0  # nats: the text must out-fit the transcript acoustically by more than this to overrule it
+ACOUSTIC_FAR_BELOW = -5.8  # acoustic match (nats) below which few words heard as written are enough
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,31 @@ class Miscues:
         """Something was heard, surely, and it shares almost nothing with the reference."""
         sure = self.confidence is None or self.confidence >= CONFIDENT_FROM
         return bool(self.heard) and self.match_ratio < MISMATCH_BELOW and self.phone_similarity < PHONES_BELOW and sure
+
+
+def does_not_match(miscues: Miscues, acoustic_match: float | None, heard_match: float | None = None, *,
+                   fits_by: float = HEARD_FITS_BY, far_below: float = ACOUSTIC_FAR_BELOW) -> bool:
+    """The "does not match" guard from the transcript (`Miscues.mismatch`) and the forced
+    alignment. acoustic_match: of the recording aligned to the reference; heard_match: aligned to
+    the words heard (both `apa.annotate.acoustic_match`: mean phone log posterior, nats; None:
+    not aligned, or the alignment failed).
+
+    Without acoustic_match the transcript decides alone. With it, the guard fires when
+    * acoustic_match < far_below and fewer than MISMATCH_BELOW of the words were heard as written
+      (however unsure the transcript), or
+    * the transcript says mismatch and the reference does not fit the recording better than what
+      was heard, by more than fits_by nats (acoustic_match - heard_match <= fits_by); a heard_match
+      of None leaves the transcript's word. A recogniser that wrote words never said ("Tuesday."
+      for a true reading) is overruled: its words fit the recording worse than the sentence."""
+    if acoustic_match is None or not math.isfinite(acoustic_match):
+        return miscues.mismatch
+    if miscues.heard and acoustic_match < far_below and miscues.match_ratio < MISMATCH_BELOW:
+        return True
+    if not miscues.mismatch:
+        return False
+    if heard_match is None or not math.isfinite(heard_match):
+        return True
+    return acoustic_match - heard_match <= fits_by
 
 
 def heard_tokens(words: Sequence[HeardWord | str]) -> tuple[HeardToken, ...]:

@@ -23,6 +23,15 @@ Checks, all through `apa.miscues.find_miscues` (what `apa.reading` applies to re
 * The guard on the clips with their true texts (all n): it should never fire. Also reported: the
   insertions and omissions found with the true texts (all of them false alarms, or real miscues
   of the speaker, which Speechocean762 does not label).
+
+The guard is read twice: from the transcript only (`Miscues.mismatch`) and as `apa.reading`
+applies it, with the forced alignment's evidence (`apa.miscues.does_not_match`): every (clip,
+text) pair guarded is aligned (`apa.reading.acoustic_match_of`, about half a second of a core per
+pair; kept in memory for the run only), and where the transcript says mismatch the clip is also
+aligned to the words heard. The report gives the acoustic match for true and different texts, the
+guard over a sweep of its two cuts, and the true texts the transcript alone would have refused.
+`--no-acoustic`: the transcript only, nothing aligned; `--pairs-out`: one JSON line per guarded
+pair (not committed).
 """
 
 from __future__ import annotations
@@ -106,18 +115,70 @@ def prf(tp: int, reported: int, expected: int) -> str:
     return f"{p:.2f} ({tp}/{reported}) | {r:.2f} ({tp}/{expected})"
 
 
-def run_checks(items: list[dict], n_edited: int, seed: int) -> dict:
-    from apa.miscues import find_miscues
+class Acoustic:
+    """Acoustic matches (`apa.reading.acoustic_match_of`: the clip force-aligned to words, as the
+    scorer aligns its reference) of (clip, words) pairs, each aligned once per run (kept in
+    memory); `seconds` sums the alignment time, `count` the alignments."""
+
+    def __init__(self, recs: list):
+        self.recs = {r.utt_id: r for r in recs}
+        self.cache: dict[tuple[str, tuple[str, ...]], float | None] = {}
+        self.audio: dict[str, object] = {}
+        self.seconds = 0.0
+
+    def __call__(self, utt_id: str, words: list[str]) -> float | None:
+        from apa.audio import load_audio
+        from apa.reading import acoustic_match_of
+
+        key = (utt_id, tuple(words))
+        if key not in self.cache:
+            if utt_id not in self.audio:
+                self.audio[utt_id] = load_audio(str(self.recs[utt_id].audio_source), check=False)
+            t0 = time.perf_counter()
+            self.cache[key] = acoustic_match_of(self.audio[utt_id], words)
+            self.seconds += time.perf_counter() - t0
+            if len(self.cache) % 100 == 0:
+                print(f"aligned {len(self.cache)} (clip, words) pairs", flush=True)
+        return self.cache[key]
+
+    @property
+    def count(self) -> int:
+        return len(self.cache)
+
+
+def run_checks(items: list[dict], n_edited: int, seed: int, acoustic: Acoustic | None = None) -> dict:
+    """The checks of the module doc; with `acoustic`, the guard is also read with the acoustic
+    evidence (`apa.miscues.does_not_match`) and out["pairs"] has one record per guarded pair."""
+    from apa.miscues import does_not_match, find_miscues, heard_tokens
 
     rng = random.Random(seed)
-    out: dict = {"n": len(items), "n_edited": min(n_edited, len(items))}
+    out: dict = {"n": len(items), "n_edited": min(n_edited, len(items)), "pairs": [], "guarded": []}
+
+    def guarded(kind: str, d: dict, text: str) -> dict:
+        m = find_miscues(text.split(), heard_words(d))
+        a = h = None
+        if acoustic is not None:
+            a = acoustic(d["utt_id"], text.split())
+            if m.mismatch and a is not None:  # as apa.reading: the heard words aligned only then
+                h = acoustic(d["utt_id"], [t.text for t in heard_tokens(heard_words(d))])
+        rec = {"kind": kind, "utt_id": d["utt_id"], "text": text, "heard": d["heard"],
+               "match_ratio": round(m.match_ratio, 3), "phone_similarity": round(m.phone_similarity, 3),
+               "confidence": None if m.confidence is None else round(m.confidence, 3),
+               "transcript_mismatch": m.mismatch, "acoustic_match": a, "heard_match": h,
+               "guard": does_not_match(m, a, h) if acoustic is not None else m.mismatch}
+        out["pairs"].append(rec)
+        out["guarded"].append((kind, m, a, h))
+        return {"miscues": m, **rec}
+
     # true texts: the guard must not fire
-    true = [find_miscues(d["text"].split(), heard_words(d)) for d in items]
-    out["true_fired"] = sum(m.mismatch for m in true)
-    out["true_ratio"] = sorted(m.match_ratio for m in true)[:5]
-    out["true_ins"] = sum(len(m.insertions) for m in true)
-    out["true_omi"] = sum(len(m.omitted) for m in true)
-    out["true_empty"] = sum(not m.heard for m in true)
+    true = [guarded("true", d, d["text"]) for d in items]
+    ms = [t["miscues"] for t in true]
+    out["true_fired"] = sum(m.mismatch for m in ms)
+    out["true_fired_acoustic"] = sum(t["guard"] for t in true)
+    out["true_ratio"] = sorted(m.match_ratio for m in ms)[:5]
+    out["true_ins"] = sum(len(m.insertions) for m in ms)
+    out["true_omi"] = sum(len(m.omitted) for m in ms)
+    out["true_empty"] = sum(not m.heard for m in ms)
     edited = items[: out["n_edited"]]
     all_words = sorted({w for d in items for w in d["text"].split()})
     # word removed from the text -> an insertion of that word at its position
@@ -144,19 +205,104 @@ def run_checks(items: list[dict], n_edited: int, seed: int) -> dict:
         tp += k in m.omitted
     out["added"] = (tp, reported, expected)
     # a different sentence
-    fired = 0
-    ratios = []
+    diff = []
     for d in items:
         other = rng.choice([e for e in items if e["text"] != d["text"]])
-        m = find_miscues(other["text"].split(), heard_words(d))
-        fired += m.mismatch
-        ratios.append(m.match_ratio)
-    out["different_fired"] = fired
-    out["different_ratio_max"] = sorted(ratios)[-5:]
+        diff.append(guarded("different", d, other["text"]))
+    out["different_fired"] = sum(t["miscues"].mismatch for t in diff)
+    out["different_fired_acoustic"] = sum(t["guard"] for t in diff)
+    out["different_ratio_max"] = sorted(t["miscues"].match_ratio for t in diff)[-5:]
     return out
 
 
-def render(items: list[dict], res: dict, seed: int, offset: int = 0) -> str:
+SWEEP_FITS_BY = (-0.5, -0.25, 0.0, 0.25, 0.5)  # nats, the guard's margin (apa.miscues.HEARD_FITS_BY)
+SWEEP_FAR_BELOW = (-5.4, -5.8, -6.2, float("-inf"))  # nats (apa.miscues.ACOUSTIC_FAR_BELOW; -inf: off)
+SWEEP_SINGLE_CUT = (-3.5, -4.0, -4.5, -4.9)  # nats: transcript mismatch AND acoustic match below this
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+
+
+def quantiles(xs: list[float]) -> str:
+    """'min / 5% / 25% / median / 75% / 95% / max' of xs (nearest rank), 2 decimals."""
+    if not xs:
+        return "-"
+    v = sorted(xs)
+    return " / ".join(f"{v[min(len(v) - 1, round(q * (len(v) - 1)))]:.2f}" for q in QUANTILES)
+
+
+def acoustic_section(res: dict, acoustic: Acoustic) -> list[str]:
+    """The report's part on the acoustic evidence: distributions, the cut sweeps, the true texts
+    the transcript alone took for another sentence."""
+    from apa.miscues import ACOUSTIC_FAR_BELOW, HEARD_FITS_BY, does_not_match
+
+    g = res["guarded"]
+    n = {k: sum(1 for x in g if x[0] == k) for k in ("true", "different")}
+
+    def fired(kind: str, **kw: float) -> int:
+        return sum(does_not_match(m, a, h, **kw) for k, m, a, h in g if k == kind)
+
+    def single(kind: str, cut: float) -> int:
+        return sum(m.mismatch if a is None else (m.mismatch and a < cut) for k, m, a, h in g if k == kind)
+
+    lines = [
+        "",
+        "## The acoustic evidence",
+        "",
+        f"Each (clip, text) pair force-aligned as the scorer aligns its reference (`apa.reading.acoustic_match_of`); "
+        f"acoustic match = mean phone log posterior of the alignment (`apa.annotate.acoustic_match`, nats). "
+        f"{acoustic.count} alignments, {acoustic.seconds / max(acoustic.count, 1):.2f} s each on average (1 thread).",
+        "",
+        "| text | pairs | not aligned | acoustic match: min / 5% / 25% / median / 75% / 95% / max |",
+        "|---|---:|---:|---|",
+    ]
+    for kind, label in (("true", "true text"), ("different", "a different sentence")):
+        a = [x[2] for x in g if x[0] == kind]
+        lines.append(f"| {label} | {len(a)} | {sum(v is None for v in a)} | {quantiles([v for v in a if v is not None])} |")
+    lines += [
+        "",
+        "Where the transcript says mismatch, the clip is also aligned to the words heard; the margin is the "
+        "text's acoustic match minus that of the words heard (> 0: the text fits the recording better):",
+        "",
+        "| text | pairs the transcript calls a mismatch | margin computed | margin: min / 5% / 25% / median / 75% / 95% / max |",
+        "|---|---:|---:|---|",
+    ]
+    for kind, label in (("true", "true text"), ("different", "a different sentence")):
+        mm = [(a, h) for k, m, a, h in g if k == kind and m.mismatch]
+        margins = [a - h for a, h in mm if a is not None and h is not None]
+        lines.append(f"| {label} | {len(mm)} | {len(margins)} | {quantiles(margins)} |")
+    lines += [
+        "",
+        f"The guard (`apa.miscues.does_not_match`) over its two cuts, fired on true texts / on a different "
+        f"sentence (of {n['true']} / {n['different']}); in use: margin {HEARD_FITS_BY}, far below {ACOUSTIC_FAR_BELOW}:",
+        "",
+        "| margin (fits_by) \\ far below | " + " | ".join("off" if f == float("-inf") else f"{f}" for f in SWEEP_FAR_BELOW) + " |",
+        "|---|" + "---:|" * len(SWEEP_FAR_BELOW),
+    ]
+    for fb in SWEEP_FITS_BY:
+        cells = [f"{fired('true', fits_by=fb, far_below=f)} / {fired('different', fits_by=fb, far_below=f)}" for f in SWEEP_FAR_BELOW]
+        lines.append(f"| {fb} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Not used: one cut on the acoustic match alone (transcript mismatch AND acoustic match below the cut; "
+        "not aligned: the transcript), fired on true texts / on a different sentence:",
+        "",
+        "| cut (nats) | " + " | ".join(f"{c}" for c in SWEEP_SINGLE_CUT) + " |",
+        "|---|" + "---:|" * len(SWEEP_SINGLE_CUT),
+        "| fired | " + " | ".join(f"{single('true', c)} / {single('different', c)}" for c in SWEEP_SINGLE_CUT) + " |",
+        "",
+        "True texts the transcript alone takes for another sentence:",
+        "",
+        "| clip | text | heard | acoustic match of the text | of the words heard | guard |",
+        "|---|---|---|---:|---:|---|",
+    ]
+    for p in res["pairs"]:
+        if p["kind"] == "true" and p["transcript_mismatch"]:
+            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+            lines.append(f"| {p['utt_id']} | {p['text']} | {p['heard']} | {fmt(p['acoustic_match'])} | "
+                         f"{fmt(p['heard_match'])} | {'fires' if p['guard'] else 'does not fire'} |")
+    return lines
+
+
+def render(items: list[dict], res: dict, seed: int, offset: int = 0, acoustic: Acoustic | None = None) -> str:
     import platform
 
     import ctranslate2
@@ -175,17 +321,26 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0) -> str:
         f"python {platform.python_version()}, ctranslate2 {ctranslate2.__version__}",
         f"- transcriber: {items[0]['model']} (apa.transcribe, int8, 1 thread); clips: {len(items)} test utterances "
         f"(every {2500 // len(items)}-th from {offset}), silence trimmed as the app does; edited-text checks on the first {ne}; seed {seed}",
-        f"- command: `python -m bench.check_miscues --n {len(items)} --edited {ne}{f' --offset {offset}' if offset else ''}`",
+        f"- command: `python -m bench.check_miscues --n {len(items)} --edited {ne}{f' --offset {offset}' if offset else ''}"
+        f"{' --no-acoustic' if acoustic is None else ''}`",
         "",
         "| check | result |",
         "|---|---|",
         f"| transcription WER vs reference texts ({len(items)} clips) | **{w:.3f}** ({errors} errors / {words} words) |",
         f"| transcription time per clip, 1 thread (median / max) | {statistics.median(secs):.3f} s / {max(secs):.3f} s "
         f"(clips {statistics.median(audio_s):.1f} s median, {max(audio_s):.1f} s max) |",
-        f"| mismatch guard fired, true texts ({len(items)} clips) | **{res['true_fired']}** "
+        f"| mismatch guard fired, true texts ({len(items)} clips), transcript only | {res['true_fired']} "
         f"(lowest match ratios {', '.join(f'{r:.2f}' for r in res['true_ratio'])}; guard below {MISMATCH_BELOW:.2f}) |",
-        f"| mismatch guard fired, a different sentence ({len(items)} clips) | **{res['different_fired']} / {len(items)}** "
+        f"| mismatch guard fired, a different sentence ({len(items)} clips), transcript only | {res['different_fired']} / {len(items)} "
         f"({100 * res['different_fired'] / len(items):.1f}%; highest match ratios {', '.join(f'{r:.2f}' for r in res['different_ratio_max'])}) |",
+    ]
+    if acoustic is not None:
+        lines += [
+            f"| mismatch guard fired, true texts, with the acoustic evidence (as `apa.reading`) | **{res['true_fired_acoustic']}** |",
+            f"| mismatch guard fired, a different sentence, with the acoustic evidence | **{res['different_fired_acoustic']} / {len(items)}** "
+            f"({100 * res['different_fired_acoustic'] / len(items):.1f}%) |",
+        ]
+    lines += [
         f"| nothing heard (no words in the transcript) | {res['true_empty']} of {len(items)} |",
         "",
         "| edit of the reference text | what should be found | precision | recall |",
@@ -197,6 +352,8 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0) -> str:
         "(transcription errors, or the speakers' own miscues, which the corpus does not label). Precision counts every "
         "other insertion (omission) reported on the edited texts as a false one, so it is bounded by those.",
     ]
+    if acoustic is not None:
+        lines += acoustic_section(res, acoustic)
     return "\n".join(lines) + "\n"
 
 
@@ -208,10 +365,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--offset", type=int, default=0, help="first utterance (another offset: other clips)")
     ap.add_argument("--transcripts", type=Path, default=RESULTS / "transcripts_so762_test.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "miscues.md")
+    ap.add_argument("--no-acoustic", action="store_true", help="do not align: the guard from the transcript only")
+    ap.add_argument("--pairs-out", type=Path, default=None,
+                    help="also write one JSON line per guarded (clip, text) pair (for a closer look; not committed)")
     args = ap.parse_args(argv)
-    items = transcribe_all(pick_records(args.n, args.offset), args.transcripts)
-    res = run_checks(items, args.edited, args.seed)
-    table = render(items, res, args.seed, args.offset)
+    recs = pick_records(args.n, args.offset)
+    items = transcribe_all(recs, args.transcripts)
+    acoustic = None if args.no_acoustic else Acoustic(recs)
+    res = run_checks(items, args.edited, args.seed, acoustic)
+    if args.pairs_out is not None:
+        args.pairs_out.write_text("".join(json.dumps(p) + "\n" for p in res["pairs"]), encoding="utf-8")
+    table = render(items, res, args.seed, args.offset, acoustic)
     print(table)
     args.out.write_text(table, encoding="utf-8")
 

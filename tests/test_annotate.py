@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from apa.align import PHONE_INDEX, PHONES, AlignedPhone, AlignedWord, Alignment, align
-from apa.annotate import HEARD_TOP, annotate, heard_instead, top_heard_other
+from apa.annotate import HEARD_TOP, acoustic_match, annotate, heard_instead, top_heard_other
 from apa.schema import Assessment, Phone, Sentence, Word
 
 CLIP_TEXT = "WE CALL IT BEAR"
@@ -52,6 +52,8 @@ def test_annotate_puts_times_and_heard_on_every_word_and_phone(speech):
     assert al.ok
     b = annotate(a, al)
     assert b.extra["aligned"] is True and b.extra["alignment_note"] == ""
+    assert b.extra["acoustic_match"] == pytest.approx(np.mean([p.lpp for p in al.phones]), abs=1e-4)
+    assert b.extra["acoustic_match"] < 0
     assert [w.accuracy for w in b.words] == [w.accuracy for w in a.words]  # scores untouched
     assert [p.score for p in b.phones] == [p.score for p in a.phones]
     for w, aw in zip(b.words, al.words):
@@ -77,6 +79,7 @@ def test_failed_alignment_gives_no_times_no_heard_and_a_note():
     assert not al.ok and al.words[1].start > 0  # the fallback has (made-up) times ...
     for b in (annotate(a, al), annotate(a, None)):
         assert b.extra["aligned"] is False and b.extra["alignment_note"]
+        assert b.extra["acoustic_match"] is None  # no acoustic evidence for the mismatch guard
         assert all(w.start is None and w.end is None for w in b.words)  # ... which are never shown
         assert all(p.start is None and p.heard == () for p in b.phones)
         z = b.to_azure()
@@ -90,6 +93,21 @@ def test_alignment_of_other_words_is_not_attached():
                       (AlignedPhone("K", 0, 0.0, 0.5, -1.0, np.zeros(len(PHONES)), -1.0, ()),))
     b = annotate(a, other)
     assert b.extra["aligned"] is False and all(w.start is None for w in b.words)
+    assert b.extra["acoustic_match"] is None
+
+
+def _phones_with_lpp(*lpp: float) -> tuple[AlignedPhone, ...]:
+    return tuple(AlignedPhone("K", 0, 0.1 * i, 0.1 * i + 0.1, x, np.zeros(len(PHONES)), -1.0, ())
+                 for i, x in enumerate(lpp))
+
+
+def test_acoustic_match_is_the_mean_phone_log_posterior_or_none():
+    words = (AlignedWord("X", 0.0, 0.3),)
+    assert acoustic_match(Alignment(True, "", words, _phones_with_lpp(-1.0, -2.0, -6.0))) == pytest.approx(-3.0)
+    assert acoustic_match(Alignment(False, "silent audio", words, _phones_with_lpp(-1.0))) is None
+    assert acoustic_match(Alignment(True, "", words, _phones_with_lpp(-1.0, math.nan))) is None
+    assert acoustic_match(Alignment(True, "", (), ())) is None
+    assert acoustic_match(None) is None
 
 
 def test_top_heard_other():

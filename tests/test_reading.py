@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from apa.errors import InputError, user_error
-from apa.miscues import apply_miscues, find_miscues, phone_similarity
+from apa.miscues import ACOUSTIC_FAR_BELOW, HEARD_FITS_BY, apply_miscues, does_not_match, find_miscues, phone_similarity
 from apa.reading import NOTE_NO_TRANSCRIPT, NOTE_NOTHING_HEARD, TextMismatch, assess_reading
 from apa.schema import ERROR_OMISSION, Assessment, Insertion
 from apa.transcribe import HeardWord, Transcript
@@ -83,6 +83,35 @@ def test_mismatch_guard():
     assert not find_miscues(ref, heard("the weather is lovely in spring today", probability=0.1).words).mismatch
 
 
+POOR_MATCH = ACOUSTIC_FAR_BELOW + 1.0  # nats: a poor fit of the text, not poor enough on its own
+NO_MATCH = ACOUSTIC_FAR_BELOW - 1.0  # nats: the text does not fit the recording at all
+BETTER = HEARD_FITS_BY + 0.5  # nats: the text fits the recording this much better than the words heard
+
+
+def test_guard_with_acoustic_evidence():
+    ref = CLIP_TEXT.split()
+    hallucinated = find_miscues(ref, heard("Tuesday.").words)  # Whisper wrote what was never said
+    assert hallucinated.mismatch  # the transcript alone takes it for another sentence
+    # the text fits the recording better than "Tuesday." does: a true reading, no guard
+    assert not does_not_match(hallucinated, POOR_MATCH, POOR_MATCH - BETTER)
+    other = find_miscues(ref, heard("the weather is lovely in spring today").words)
+    # what was heard fits the recording better than the text: the guard
+    assert does_not_match(other, POOR_MATCH, POOR_MATCH + BETTER)
+    assert does_not_match(other, POOR_MATCH, POOR_MATCH + HEARD_FITS_BY)  # a tie is not enough to overrule
+    # no alignment of the text, or a failed one: the transcript decides, as without acoustic evidence
+    for m in (other, hallucinated):
+        assert does_not_match(m, None) and does_not_match(m, float("nan"), POOR_MATCH)
+    assert not does_not_match(find_miscues(ref, heard("we call it bear").words), None)
+    # the words heard not aligned: the transcript's mismatch stands
+    assert does_not_match(hallucinated, POOR_MATCH, None)
+    # a very poor fit of the text is enough with few words heard as written, however unsure the transcript
+    unsure = find_miscues(ref, heard("the weather is lovely in spring today", probability=0.1).words)
+    assert not unsure.mismatch and not does_not_match(unsure, POOR_MATCH) and does_not_match(unsure, NO_MATCH)
+    # but never when the words were heard, nor when nothing was heard
+    assert not does_not_match(find_miscues(ref, heard("we call it bear").words), NO_MATCH)
+    assert not does_not_match(find_miscues(ref, []), NO_MATCH)
+
+
 def test_apply_miscues_marks_words_and_completeness(make_assessment):
     a = make_assessment(completeness=9.0)
     m = find_miscues([w.text for w in a.words], ["um", "we", "call", "bear"])
@@ -137,6 +166,69 @@ def test_reading_mismatch_error_and_options(fake_scorer_class):
     assert anyway.text == CLIP_TEXT and anyway.insertions == () and anyway.notes
     with pytest.raises(ValueError):
         assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="maybe")
+
+
+def acoustic_scorer(fake_scorer_class, match: float | None):
+    """The fake scorer, its results carrying `match` as the alignment's acoustic match."""
+    from dataclasses import replace
+
+    class AcousticScorer(fake_scorer_class):
+        def assess(self, audio, text):
+            a = super().assess(audio, text)
+            return replace(a, extra={**a.extra, "acoustic_match": match})
+
+    return AcousticScorer()
+
+
+class FakeAligner:
+    """`align_heard` for assess_reading: a fixed acoustic match for the words heard; records calls."""
+
+    def __init__(self, match: float | None):
+        self.match, self.calls = match, []
+
+    def __call__(self, audio, words):
+        self.calls.append(list(words))
+        return self.match
+
+
+def test_reading_guard_uses_the_acoustic_match(fake_scorer_class):
+    hallucination, other = FakeTranscriber("Tuesday."), FakeTranscriber("the weather is lovely in spring today")
+    # hallucinated transcript, the text fits the recording better than it: miscues, no guard
+    worse = FakeAligner(POOR_MATCH - BETTER)
+    a = assess_reading(acoustic_scorer(fake_scorer_class, POOR_MATCH), AUDIO, CLIP_TEXT, hallucination, align_heard=worse)
+    assert a.text == CLIP_TEXT and a.heard == "Tuesday." and not a.free_speech
+    assert worse.calls == [["TUESDAY"]]
+    # another sentence heard, and it fits the recording better than the text: the guard
+    better = FakeAligner(POOR_MATCH + BETTER)
+    s = acoustic_scorer(fake_scorer_class, POOR_MATCH)
+    with pytest.raises(TextMismatch):
+        assess_reading(s, AUDIO, CLIP_TEXT, other, align_heard=better)
+    free = assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="free_speech", align_heard=better)
+    assert free.free_speech and free.notes
+    # no alignment: the transcript rule as before, the hallucination included; nothing else is aligned
+    for s in (acoustic_scorer(fake_scorer_class, None), fake_scorer_class()):
+        unused = FakeAligner(POOR_MATCH - BETTER)
+        with pytest.raises(TextMismatch):
+            assess_reading(s, AUDIO, CLIP_TEXT, hallucination, align_heard=unused)
+        assert not assess_reading(s, AUDIO, CLIP_TEXT, FakeTranscriber("we call it bear"), align_heard=unused).notes
+        assert unused.calls == []
+    # a transcript that matches: the words heard are not aligned
+    unused = FakeAligner(0.0)
+    assess_reading(acoustic_scorer(fake_scorer_class, NO_MATCH + 0.5), AUDIO, CLIP_TEXT, FakeTranscriber("we call it bear"),
+                   align_heard=unused)
+    assert unused.calls == []
+
+
+def test_acoustic_match_of_words(speech):
+    from apa.audio import trim_silence
+    from apa.reading import acoustic_match_of
+
+    audio = trim_silence(speech)
+    own = acoustic_match_of(audio, CLIP_TEXT.split())
+    assert own is not None and own < 0
+    wrong = acoustic_match_of(audio, "THE WEATHER IS LOVELY IN SPRING TODAY".split())
+    assert wrong is None or wrong < own
+    assert acoustic_match_of(audio, []) is None
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])
