@@ -25,7 +25,7 @@ WORD_LOWER_THRESHOLD = 0.8  # the target of the phone-evidence work
 # Whether the shipped model reaches WORD_LOWER_THRESHOLD (measured with bench.minimal_pairs:
 # bench/results/minimal_pairs.md).
 SHIPPED_REACHES_THRESHOLD = False
-SHIPPED_MEASURED_SHARE = "0.56"
+SHIPPED_MEASURED_SHARE = "0.62"
 # The changed phone must score lower in this share of pairs: the v2 model's measured share (0.80)
 # less a margin for fp16 weights and CPU differences; the v1 model (0.50) fails it.
 PHONE_LOWER_THRESHOLD = 0.7
@@ -119,7 +119,7 @@ def shipped_summary(cache_dir):
 @needs_weights
 @pytest.mark.xfail(
     not SHIPPED_REACHES_THRESHOLD, strict=False,
-    reason=f"the shipped v2 model lowers the changed phone but not yet its word (word share: {SHIPPED_MEASURED_SHARE})",
+    reason=f"the shipped v3 model lowers the changed phone but not yet its word (word share: {SHIPPED_MEASURED_SHARE})",
 )
 def test_the_shipped_scorer_scores_the_changed_word_lower(shipped_summary):
     summary, n = shipped_summary
