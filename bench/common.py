@@ -1,4 +1,5 @@
-"""Helpers the benchmarks share: a free loopback port, a one-line description of the machine."""
+"""Helpers the benchmarks share: a free loopback port, a one-line description of the machine,
+printing and saving a markdown report."""
 
 from __future__ import annotations
 
@@ -45,3 +46,11 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, *, path: str = 
             pass
         time.sleep(poll_s)
     raise TimeoutError(f"the server was not ready in {timeout:.0f} s")
+
+
+def publish(lines: list[str], out: str | os.PathLike) -> str:
+    """Join report lines, print the report and write it to `out`; returns the text."""
+    report = "\n".join(lines) + "\n"
+    print(report)
+    Path(out).write_text(report, encoding="utf-8")
+    return report

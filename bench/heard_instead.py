@@ -29,6 +29,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from bench.common import publish  # noqa: E402
+
 PRIORS = (0.0, 4.0, 8.0, 12.0, 16.0)
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     lines += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
     if failed:
         lines += ["", "Not synthesised:", *[f"- {f}" for f in failed]]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    Path(args.out).write_text(report, encoding="utf-8")
+    publish(lines, args.out)
     return summary
 
 

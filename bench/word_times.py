@@ -28,6 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from bench.common import publish  # noqa: E402
+
 TOL_S = 0.1
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
         "|---|---|---:|---:|",
         *rows,
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    Path(args.out).write_text(report, encoding="utf-8")
+    publish(lines, args.out)
     return out
 
 
