@@ -31,6 +31,7 @@ from apa.decoding.speculative import INITIAL_PRIOR, decode_clip, decode_clips, p
 from apa.decoding.tokens import PieceTokenizer
 from apa.decoding.trie import SlotReading
 from apa.evidence import EvidenceConfig, EvidenceProjector
+from apa.gopt import CONFIG_FILE as GOPT_CONFIG, WEIGHTS_FILE as GOPT_WEIGHTS, GOPTEnsemble
 from apa.prompts import PHONE_SCALE, Reference
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
@@ -83,15 +84,17 @@ class AudioLMMScorer:
     """Scores speech with a Qwen2Audio-class model under the template grammar.
 
     backend: the decoder backend of the fast path (default: `build_backend(model)`, built on
-    first use). evidence / projector: how the model takes phone evidence (`apa.evidence`, saved
-    with its adapter; None: it takes none). After each `read_slots` call, `stats` counts its LLM
+    first use). evidence / projector / gopt: how the model takes phone evidence (`apa.evidence`,
+    and the GOPT helper whose predictions join it, `apa.gopt`; saved with its adapter; None: it
+    takes none). After each `read_slots` call, `stats` counts its LLM
     forwards and tokens, template passes and slot readings (for benchmarks)."""
 
     def __init__(self, model: Any, processor: Any, *, name: str = "", options: DecodeOptions = DecodeOptions(),
                  backend: DecoderBackend | None = None, evidence: EvidenceConfig | None = None,
-                 projector: EvidenceProjector | None = None):
+                 projector: EvidenceProjector | None = None, gopt: GOPTEnsemble | None = None):
         self.model = model.eval()
         self.evidence = evidence
+        self.gopt = gopt
         self.projector = projector.eval() if projector is not None else None
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -139,14 +142,16 @@ class AudioLMMScorer:
         processor = AutoProcessor.from_pretrained(str(adapter) if own_tokenizer else str(model))
         net = Qwen2AudioForConditionalGeneration.from_pretrained(str(model), dtype=dt).to(dev)
         name = Path(str(model)).name
-        evidence = projector = None
+        evidence = projector = gopt = None
         if adapter is not None:
             net = load_adapter(net, adapter).merge_and_unload()
             name += f"+{Path(str(adapter)).name}"
             evidence = load_evidence_config(adapter)
             if evidence is not None and evidence.uses_embedding:
                 projector = EvidenceProjector.load(adapter, evidence, net.config.text_config.hidden_size).to(dev)
-        return cls(net, processor, name=name, options=options, evidence=evidence, projector=projector)
+            if evidence is not None:
+                gopt = load_gopt(adapter, evidence)
+        return cls(net, processor, name=name, options=options, evidence=evidence, projector=projector, gopt=gopt)
 
     # -- scoring ---------------------------------------------------------------------------
     def assess(self, audio: np.ndarray, text: str) -> Assessment:
@@ -199,6 +204,17 @@ class AudioLMMScorer:
 
         return [align(a, r).features() for a, r in zip(audios, references)]
 
+    def evidence_inputs(self, evidence: Sequence[np.ndarray | None], references: Sequence[Reference]) -> list[np.ndarray | None]:
+        """The model's evidence columns from the alignment's: with a GOPT helper, each clip's
+        (n_phones, F_align) features get its predictions appended (`apa.gopt`); arrays that
+        already have the model's full width, and None, pass through unchanged."""
+        if self.gopt is None or self.evidence is None:
+            return list(evidence)
+        from apa.gopt import append_predictions
+
+        return [e if e is None or e.shape[1] == self.evidence.n_features else append_predictions(self.gopt, e, r)
+                for e, r in zip(evidence, references)]
+
     def plans_for(self, references: Sequence[Reference], evidence: Sequence[np.ndarray | None] | None = None) -> list[Plan]:
         """Plans of a batch of clips: one per reference, or per clip for a model whose prompt
         carries phone evidence."""
@@ -217,6 +233,7 @@ class AudioLMMScorer:
         n = len(audios)
         if evidence is None:
             evidence = self.phone_evidence(audios, references)
+        evidence = self.evidence_inputs(evidence, references)
         plans = self.plans_for(references, evidence)  # each computed once (most sentences differ)
         fe = self.processor.feature_extractor
         length = [len(p.prompt_ids) + audio_token_count(feature_frames(fe, len(a))) for a, p in zip(audios, plans)]
@@ -254,6 +271,7 @@ class AudioLMMScorer:
             together = self.device.type != "cpu"
         if evidence is None:
             evidence = self.phone_evidence(audios, references)
+        evidence = self.evidence_inputs(evidence, references)
         plans = plans or self.plans_for(references, evidence)
         if together and len(audios) > 1 and self.decoder.batched:
             return self._read_together(audios, plans, evidence)
@@ -341,11 +359,28 @@ def load_evidence_config(adapter: str | os.PathLike) -> EvidenceConfig | None:
     evidence = EvidenceConfig.load(adapter) if Path(adapter).is_dir() else None
     if evidence is not None:
         from apa.align import FEATURE_NAMES
+        from apa.gopt import OUTPUT_NAMES
 
-        if tuple(evidence.feature_names) != tuple(FEATURE_NAMES):
+        if tuple(evidence.feature_names) not in (tuple(FEATURE_NAMES), tuple(FEATURE_NAMES) + OUTPUT_NAMES):
             raise ValueError(f"the adapter {adapter} was trained on other phone features than apa.align computes "
                              f"({len(evidence.feature_names)} vs {len(FEATURE_NAMES)} features, or renamed)")
     return evidence
+
+
+def load_gopt(adapter: str | os.PathLike, evidence: EvidenceConfig) -> GOPTEnsemble | None:
+    """The GOPT helper saved with an adapter whose evidence has its columns (else None); it must
+    read the alignment's features and the adapter's evidence must end with its outputs."""
+    from apa.align import FEATURE_NAMES
+    from apa.gopt import OUTPUT_NAMES
+
+    if tuple(evidence.feature_names[-len(OUTPUT_NAMES):]) != OUTPUT_NAMES:
+        return None
+    gopt = GOPTEnsemble.load(adapter)
+    if gopt is None:
+        raise FileNotFoundError(f"the adapter {adapter} takes GOPT predictions but has no {GOPT_CONFIG} / {GOPT_WEIGHTS}")
+    if tuple(gopt.config.feature_names) != tuple(FEATURE_NAMES):
+        raise ValueError(f"the GOPT helper in {adapter} was fitted on other phone features than apa.align computes")
+    return gopt
 
 
 def load_adapter(model: Any, adapter: str | os.PathLike) -> Any:

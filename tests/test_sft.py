@@ -90,3 +90,42 @@ def test_training_with_contextual_evidence_and_aux_loss_saves_what_the_scorer_lo
     assert any(v.abs().sum() > 0 for k, v in scorer.projector.state_dict().items() if k.startswith("net.2"))
     result = scorer.assess(_clip(1.5, 0), "we call it bear")
     assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)
+
+
+def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tmp_path, so762_dir):
+    from apa.gopt import OUTPUT_NAMES, GOPTConfig, cross_fit, fit_normalisation
+    from training.align_corpus import main as align_corpus
+    from training.fit_gopt import save_oof, utterances
+    from training.train import main
+
+    feats = tmp_path / "train.npz"
+    align_corpus(["--data", str(so762_dir), "--split", "train", "--limit", "4", "--out", str(feats)])
+    ids, _, utts = utterances(str(feats), str(so762_dir), "train")
+    from apa.align import FEATURE_NAMES
+
+    config = GOPTConfig(tuple(FEATURE_NAMES), *fit_normalisation(utts), width=8, layers=1, heads=2, folds=2)
+    ens, oof = cross_fit(config, utts, ids, epochs=1)  # each utterance its own group
+    gopt_dir = tmp_path / "gopt"
+    gopt_dir.mkdir()
+    ens.save(gopt_dir)
+    save_oof(gopt_dir, ids, oof)
+    out = tmp_path / "run"
+    main([
+        "--model", str(tiny_dir), "--data", str(so762_dir), "--max_train_samples", "4",
+        "--max_steps", "1", "--per_device_train_batch_size", "2", "--lora_r", "4", "--output_dir", str(out),
+        "--report_to", "none", "--save_strategy", "no", "--dataloader_num_workers", "0", "--use_cpu", "True",
+        "--evidence_features", str(feats), "--evidence_mode", "both", "--evidence_gopt", str(gopt_dir),
+        "--evidence_level", "pred_phone",
+    ])
+    cfg = json.loads((out / "resolved_config.json").read_text())
+    names = cfg["evidence"]["feature_names"]
+    assert names[-len(OUTPUT_NAMES):] == list(OUTPUT_NAMES) and cfg["evidence"]["level_feature"] == names.index("pred_phone")
+    scorer = AudioLMMScorer.from_pretrained(tiny_dir, out / "adapter", device="cpu")
+    assert scorer.gopt is not None and len(scorer.gopt.models) == 2
+    ref = (("WE", ("W", "IY0")), ("CALL", ("K", "AO0", "L")))
+    raw = [np.zeros((5, len(FEATURE_NAMES)), np.float32), None]
+    full = scorer.evidence_inputs(raw, [ref, ref])
+    assert full[0].shape == (5, len(names)) and full[1] is None
+    assert scorer.evidence_inputs(full, [ref, ref])[0] is full[0]  # already complete: unchanged
+    result = scorer.assess(_clip(1.5, 0), "we call it bear")
+    assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)

@@ -8,7 +8,8 @@ rm -rf pack && mkdir pack
 for d in runs/*/; do
   n=$(basename "$d"); mkdir -p pack/$n/adapter
   cp runs/$n/train_metrics.json runs/$n/adapter/resolved_config.json runs/$n/adapter/adapter_config.json pack/$n/ 2>/dev/null
-  cp runs/$n/adapter/adapter_config.json runs/$n/adapter/evidence.json runs/$n/adapter/evidence_projector.safetensors pack/$n/adapter/ 2>/dev/null
+  cp runs/$n/adapter/adapter_config.json runs/$n/adapter/evidence.json runs/$n/adapter/evidence_projector.safetensors \
+     runs/$n/adapter/gopt.json runs/$n/adapter/gopt.safetensors pack/$n/adapter/ 2>/dev/null
   cp results/$n/metrics.md results/$n/metrics.json results/$n/eval.log pack/$n/ 2>/dev/null
   [ -f results/$n/predictions.jsonl ] && gzip -c results/$n/predictions.jsonl > pack/$n/predictions.jsonl.gz
   python3 - "$n" <<'PY'

@@ -5,7 +5,9 @@
 # slot weighting to "both" (apa-mini v2); this round 3: mass-preserving weighting (sparing the
 # sentence slots), a projector with context over the utterance's phones and an auxiliary
 # phone-label loss, the shipped v2 on the whole test split, and the 7B architecture (random
-# weights) trained with the same evidence. Evaluations in float32.
+# weights) trained with the same evidence; round 4: the GOPT helper's cross-fitted predictions
+# as extra evidence columns (apa.gopt; fitted with training.fit_gopt, carried to $GOPT), read
+# as the prompt's match level or not, and for more epochs. Evaluations in float32.
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
 # Results: /root/results/<name>/{metrics.md,metrics.json,predictions.jsonl} + /root/runs/<name>/adapter.
@@ -13,6 +15,7 @@ set -uo pipefail
 export PYTHONPATH=/root/site:$PWD HF_HUB_OFFLINE=1 APA_CACHE=/root/cache PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 DATA=/root/stage/speechocean762
 FEAT=/root/features
+GOPT=/root/gopt
 CFG=${CFG:-training/configs/apa-mini-tuned.yaml}
 run() {  # name, extra training args...
   local name=$1; shift
@@ -47,13 +50,11 @@ case "${1:-}" in
   start)
     setsid bash -c "
       source training/sweep.sh define
-      mass='--slot_balance 1.0 --slot_balance_mass True'
-      ctx='--evidence_context_layers 2 --evidence_aux_weight 10'
-      run v3-mass \$(ev both) \$mass
-      run v3-ctx-aux-mass \$(ev both) \$mass \$ctx
-      run v3-ctx-aux \$(ev both) \$ctx
-      shipped v2-full
-      q7b
+      CFG=training/configs/apa-mini-v3.yaml
+      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
+      run v4-gopt \$gopt --evidence_level pred_phone
+      run v4-gopt-lpp \$gopt --evidence_level lpp
+      run v4-gopt-e5 \$gopt --evidence_level pred_phone --num_train_epochs 5
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;

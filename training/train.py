@@ -48,6 +48,8 @@ class DataArguments:
     slot_balance_mass: bool = field(default=False, metadata={"help": "keep each balanced kind's total loss weight (spares the sentence slots)"})
     evidence_context_layers: int = field(default=0, metadata={"help": "transformer layers over the utterance's phones in the evidence projector"})
     evidence_aux_weight: float = field(default=0.0, metadata={"help": "weight of the projector's auxiliary phone-label loss (0: off)"})
+    evidence_gopt: str = field(default="", metadata={"help": "training.fit_gopt output dir: its out-of-fold predictions join the evidence (apa.gopt)"})
+    evidence_level: str = field(default="lpp", metadata={"help": "evidence column bucketed into the prompt's match level (e.g. pred_phone with --evidence_gopt)"})
 
 
 @dataclass
@@ -154,9 +156,11 @@ def load_training_data(dargs: DataArguments):
         from apa.align import load_corpus_features, load_corpus_meta
 
         evidence = {u: c.features for u, c in load_corpus_features(dargs.evidence_features).items()}
-        names = load_corpus_meta(dargs.evidence_features)["feature_names"]
+        names = tuple(load_corpus_meta(dargs.evidence_features)["feature_names"])
+        if dargs.evidence_gopt:
+            evidence, names = with_out_of_fold(evidence, names, dargs.evidence_gopt)
         ev_config = fit_config([evidence[r.utt_id] for r in records if r.utt_id in evidence], names,
-                               dargs.evidence_mode or "both", level_feature=names.index("lpp"),
+                               dargs.evidence_mode or "both", level_feature=names.index(dargs.evidence_level),
                                context_layers=dargs.evidence_context_layers, aux_weight=dargs.evidence_aux_weight)
     dataset = SFTDataset(records, evidence, ev_config.n_features if ev_config else 0)
     slot_weights = None
@@ -165,6 +169,23 @@ def load_training_data(dargs: DataArguments):
         slot_weights = balanced_slot_weights([example_values(r) for r in records], kinds, dargs.slot_balance, dargs.slot_weight_cap,
                                             preserve_mass=dargs.slot_balance_mass)
     return dataset, ev_config, slot_weights
+
+
+def with_out_of_fold(evidence: dict, names: tuple[str, ...], gopt_dir: str) -> tuple[dict, tuple[str, ...]]:
+    """The alignment features with the GOPT helper's out-of-fold predictions appended
+    (NaN columns for an utterance it has none for), and the extended column names."""
+    import numpy as np
+
+    from apa.gopt import OUTPUT_NAMES, GOPTConfig
+    from training.fit_gopt import load_oof
+
+    config = GOPTConfig.load(gopt_dir)
+    if config is None or config.feature_names != names:
+        raise ValueError(f"{gopt_dir}: no GOPT helper fitted on these features")
+    oof = load_oof(gopt_dir)
+    k = len(OUTPUT_NAMES)
+    out = {u: np.concatenate([f, oof.get(u, np.full((len(f), k), np.nan, np.float32))], axis=1) for u, f in evidence.items()}
+    return out, names + OUTPUT_NAMES
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -228,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
             ev_config.save(out / "adapter")
             if hook is not None:
                 model.evidence_projector.save(out / "adapter")
+            if dargs.evidence_gopt:  # the fold models the adapter reads at inference (apa.gopt)
+                from apa.gopt import GOPTEnsemble
+
+                GOPTEnsemble.load(dargs.evidence_gopt).save(out / "adapter")
         (out / "adapter" / "resolved_config.json").write_text(json.dumps(resolved, indent=2, default=str))
         metrics = dict(result.metrics)
         (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,0 +1,302 @@
+"""A small GOPT-style scorer over the alignment's features, whose predictions join the evidence.
+
+GOPT (Gong et al., ICASSP 2022) scores pronunciation from goodness-of-pronunciation features
+with a small transformer over the utterance's phones. Here it is a helper of the audio LMM, not
+a rival: its predicted phone, word and sentence scores become extra evidence columns
+(`OUTPUT_NAMES`), appended to the alignment's features (`apa.align.FEATURE_NAMES`), which the
+LMM reads as a match level in the prompt and through the evidence projector (`apa.evidence`).
+The LMM still writes the paper's target text.
+
+So that the LMM learns how far to trust these columns, its training split gets out-of-fold
+predictions (each utterance scored by models that never saw its speaker: `cross_fit`), and
+every other clip the mean of those fold models (`GOPTEnsemble`).
+
+Per clip, input: the alignment's (n_phones, F) features, the phones' identities and their word
+index; output: (n_phones, len(OUTPUT_NAMES)) on the labels' scales (phone 0-2, others 0-10);
+word and sentence predictions repeat on every phone of their word / the clip. Rows whose
+alignment failed (NaN features) get NaN predictions: no evidence stays no evidence.
+
+Files in an adapter directory: `gopt.json` (GOPTConfig) and `gopt.safetensors` (fold models).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+CONFIG_FILE = "gopt.json"
+WEIGHTS_FILE = "gopt.safetensors"
+PHONES = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH").split()
+SENTENCE_TARGETS = ("accuracy", "fluency", "prosodic", "total")
+WORD_TARGETS = ("accuracy", "total")
+OUTPUT_NAMES = ("pred_phone",) + tuple(f"pred_word_{a}" for a in WORD_TARGETS) + tuple(f"pred_sent_{a}" for a in SENTENCE_TARGETS)
+PHONE_SCALE = 2.0  # phone labels are 0-2, word and sentence labels 0-10
+SCORE_SCALE = 10.0
+
+
+@dataclass(frozen=True)
+class GOPTConfig:
+    """feature_names: the alignment's columns it reads (checked against the caller's);
+    mean/std: their normalisation on the training split; width/layers/heads: the transformer;
+    folds: how many fold models the ensemble holds."""
+
+    feature_names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    width: int = 48
+    layers: int = 3
+    heads: int = 4
+    folds: int = 5
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> GOPTConfig | None:
+        path = Path(directory) / CONFIG_FILE
+        if not path.is_file():
+            return None
+        d = json.loads(path.read_text())
+        for k in ("feature_names", "mean", "std"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip's model input and (for training) labels.
+
+    features: (n, F) alignment features; phones: n ARPAbet symbols (stress digits allowed);
+    word: (n,) word index of each phone; phone_score: (n,) 0-2, NaN = no label;
+    word_scores: (n_words, len(WORD_TARGETS)) 0-10; sentence: (len(SENTENCE_TARGETS),) 0-10."""
+
+    features: np.ndarray
+    phones: tuple[str, ...]
+    word: np.ndarray
+    phone_score: np.ndarray | None = None
+    word_scores: np.ndarray | None = None
+    sentence: np.ndarray | None = None
+
+
+def phone_ids(phones: Sequence[str]) -> list[int]:
+    """ARPAbet symbols -> indices into PHONES (len(PHONES) for anything else)."""
+    index = {p: i for i, p in enumerate(PHONES)}
+    return [index.get(p.rstrip("012"), len(PHONES)) for p in phones]
+
+
+class GOPT(nn.Module):
+    """One model: (1, n) phones -> phone, word (per phone) and sentence (per clip) predictions.
+
+    Input per phone: normalised features projected to `width`, plus a phone-identity embedding
+    and a sinusoidal position; len(SENTENCE_TARGETS) learned tokens in front read the sentence
+    scores, as GOPT's [CLS] tokens do. Outputs are on 0-1 (label / scale)."""
+
+    def __init__(self, config: GOPTConfig):
+        super().__init__()
+        d = config.width
+        self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32))
+        self.inp = nn.Linear(len(config.feature_names), d)
+        self.phone = nn.Embedding(len(PHONES) + 1, d)
+        self.cls = nn.Parameter(torch.zeros(len(SENTENCE_TARGETS), d))
+        layer = nn.TransformerEncoderLayer(d, config.heads, 3 * d, dropout=0.1, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.phone_head = nn.Linear(d, 1)
+        self.word_head = nn.Linear(d, len(WORD_TARGETS))
+        self.sentence_head = nn.Linear(d, 1)
+
+    def forward(self, features: torch.Tensor, ids: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features: (B, n, F) raw; ids: (B, n) phone indices; pad: (B, n) True = padding.
+        Returns phone (B, n), word-per-phone (B, n, len(WORD_TARGETS)), sentence (B, S)."""
+        from apa.evidence import sinusoid
+
+        b, n, _ = features.shape
+        x = torch.nan_to_num((features.float() - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0).clamp(-8, 8)
+        h = self.inp(x) + self.phone(ids) + sinusoid(n, self.cls.shape[1], features.device)
+        s = self.cls.shape[0]
+        h = torch.cat([self.cls.expand(b, s, -1), h], dim=1)
+        mask = torch.cat([torch.zeros(b, s, dtype=torch.bool, device=pad.device), pad], dim=1)
+        h = self.norm(self.encoder(h, src_key_padding_mask=mask))
+        sent = self.sentence_head(h[:, :s]).squeeze(-1)
+        return self.phone_head(h[:, s:]).squeeze(-1), self.word_head(h[:, s:]), sent
+
+
+def fit_normalisation(utterances: Sequence[Utterance]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature mean and std over the finite rows of the training utterances."""
+    x = np.concatenate([u.features for u in utterances], axis=0).astype(np.float64)
+    x = x[np.isfinite(x).all(axis=1)]
+    std = x.std(axis=0)
+    std[std < 1e-6] = 1.0
+    return tuple(float(v) for v in x.mean(axis=0)), tuple(float(v) for v in std)
+
+
+def _batch(utts: Sequence[Utterance], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Pad a list of utterances into tensors (labels NaN where missing or padded)."""
+    b, n = len(utts), max(len(u.phones) for u in utts)
+    f = utts[0].features.shape[1]
+    feats = torch.zeros(b, n, f)
+    ids = torch.full((b, n), len(PHONES), dtype=torch.long)
+    pad = torch.ones(b, n, dtype=torch.bool)
+    phone = torch.full((b, n), math.nan)
+    word = torch.full((b, n, len(WORD_TARGETS)), math.nan)
+    sent = torch.full((b, len(SENTENCE_TARGETS)), math.nan)
+    for i, u in enumerate(utts):
+        k = len(u.phones)
+        feats[i, :k] = torch.as_tensor(np.asarray(u.features, np.float32))
+        ids[i, :k] = torch.tensor(phone_ids(u.phones))
+        pad[i, :k] = False
+        if u.phone_score is not None:
+            phone[i, :k] = torch.as_tensor(np.asarray(u.phone_score, np.float32)) / PHONE_SCALE
+        if u.word_scores is not None:
+            word[i, :k] = torch.as_tensor(np.asarray(u.word_scores, np.float32)[np.asarray(u.word)]) / SCORE_SCALE
+        if u.sentence is not None:
+            sent[i] = torch.as_tensor(np.asarray(u.sentence, np.float32)) / SCORE_SCALE
+    return {k: v.to(device) for k, v in dict(features=feats, ids=ids, pad=pad, phone=phone, word=word, sentence=sent).items()}
+
+
+def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    keep = torch.isfinite(target)
+    return ((pred[keep] - target[keep]) ** 2).mean() if keep.any() else pred.sum() * 0.0
+
+
+def train_one(config: GOPTConfig, utterances: Sequence[Utterance], *, epochs: int = 60, batch_size: int = 25,
+              lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu") -> GOPT:
+    """One model on labelled utterances (Adam, cosine decay, equal loss on the three levels)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = GOPT(config).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(utterances) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    model.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(utterances))
+        for i in range(0, len(order), batch_size):
+            b = _batch([utterances[j] for j in order[i : i + batch_size]], device)
+            phone, word, sent = model(b["features"], b["ids"], b["pad"])
+            loss = _masked_mse(phone, b["phone"]) + _masked_mse(word, b["word"]) + _masked_mse(sent, b["sentence"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+class GOPTEnsemble(nn.Module):
+    """The fold models; `predict` averages them."""
+
+    def __init__(self, config: GOPTConfig, models: Sequence[GOPT] | None = None):
+        super().__init__()
+        self.config = config
+        self.models = nn.ModuleList(models if models is not None else [GOPT(config) for _ in range(config.folds)])
+
+    @torch.inference_mode()
+    def predict(self, utterances: Sequence[Utterance], members: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Per utterance, (n_phones, len(OUTPUT_NAMES)) predictions on the labels' scales, the
+        mean over `members` (default all fold models); NaN on rows whose features are all NaN."""
+        members = range(len(self.models)) if members is None else members
+        self.eval()  # no dropout at inference
+        out = []
+        for u in utterances:
+            if not len(u.phones):
+                out.append(np.zeros((0, len(OUTPUT_NAMES)), np.float32))
+                continue
+            b = _batch([u])
+            acc = torch.zeros(len(u.phones), len(OUTPUT_NAMES))
+            for m in members:
+                phone, word, sent = self.models[m](b["features"], b["ids"], b["pad"])
+                wmean = _word_means(word[0], np.asarray(u.word))
+                acc += torch.cat([phone[0, :, None] * PHONE_SCALE, wmean * SCORE_SCALE,
+                                  sent[0].expand(len(u.phones), -1) * SCORE_SCALE], dim=1)
+            pred = (acc / len(members)).numpy().astype(np.float32)
+            pred[np.isnan(np.asarray(u.features, np.float64)).all(axis=1)] = np.nan
+            out.append(pred)
+        return out
+
+    def save(self, directory: str | os.PathLike) -> None:
+        from safetensors.torch import save_file
+
+        self.config.save(directory)
+        state = {k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(Path(directory) / WEIGHTS_FILE))
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> GOPTEnsemble | None:
+        """The ensemble saved in `directory`, or None where there is none."""
+        from safetensors.torch import load_file
+
+        config = GOPTConfig.load(directory)
+        if config is None:
+            return None
+        ens = cls(config)
+        ens.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
+        return ens.eval()
+
+
+def _word_means(word_pred: torch.Tensor, word: np.ndarray) -> torch.Tensor:
+    """(n, W) per-phone word predictions -> each phone gets the mean over its word's phones."""
+    idx = torch.as_tensor(word, dtype=torch.long)
+    n_words = int(idx.max()) + 1
+    sums = torch.zeros(n_words, word_pred.shape[1]).index_add_(0, idx, word_pred)
+    counts = torch.zeros(n_words).index_add_(0, idx, torch.ones(len(idx)))
+    return (sums / counts[:, None])[idx]
+
+
+def fold_assignment(groups: Sequence[str], folds: int, seed: int = 0) -> np.ndarray:
+    """(len(groups),) fold index 0..folds-1 per item; all items of a group share a fold, and the
+    groups are dealt to the folds in a seeded random order (sizes differ by at most one group)."""
+    names = sorted(set(groups))
+    if len(names) < folds:
+        raise ValueError(f"{len(names)} groups cannot fill {folds} folds")
+    fold_of = {g: i % folds for i, g in enumerate(np.random.default_rng(seed).permutation(names))}
+    return np.array([fold_of[g] for g in groups], dtype=np.int64)
+
+
+def cross_fit(config: GOPTConfig, utterances: Sequence[Utterance], groups: Sequence[str], *,
+              epochs: int = 60, seed: int = 0, log=None) -> tuple[GOPTEnsemble, list[np.ndarray]]:
+    """config.folds models, each trained on the utterances outside one fold of `groups` (e.g.
+    speakers); returns the ensemble and each utterance's out-of-fold prediction (from the one
+    model that did not see its group)."""
+    folds = fold_assignment(groups, config.folds, seed)
+    models = []
+    for k in range(config.folds):
+        train = [u for u, f in zip(utterances, folds) if f != k]
+        models.append(train_one(config, train, epochs=epochs, seed=seed + k))
+        if log:
+            log(f"fold {k + 1}/{config.folds}: trained on {len(train)} utterances")
+    ens = GOPTEnsemble(config, models)
+    oof: list[np.ndarray | None] = [None] * len(utterances)
+    for k in range(config.folds):
+        idx = np.flatnonzero(folds == k)
+        for i, p in zip(idx, ens.predict([utterances[i] for i in idx], members=[k])):
+            oof[i] = p
+    return ens, oof  # type: ignore[return-value]
+
+
+def reference_inputs(reference: Sequence[tuple[str, Sequence[str]]]) -> tuple[tuple[str, ...], np.ndarray]:
+    """((word, phones), ...) -> (the phones in order, (n_phones,) word index of each)."""
+    phones = tuple(p for _, ps in reference for p in ps)
+    word = np.array([i for i, (_, ps) in enumerate(reference) for _ in ps], dtype=np.int64)
+    return phones, word
+
+
+def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+    """(n_phones, F) alignment features of one clip -> (n_phones, F + len(OUTPUT_NAMES)): the
+    ensemble's predictions appended (NaN where the alignment failed)."""
+    phones, word = reference_inputs(reference)
+    features = np.asarray(features, np.float32)
+    if len(phones) != len(features):
+        raise ValueError(f"{len(features)} feature rows for {len(phones)} reference phones")
+    pred = ensemble.predict([Utterance(features, phones, word)])[0]
+    return np.concatenate([features, pred], axis=1)

@@ -1,0 +1,118 @@
+"""apa.gopt: the GOPT-style helper whose predictions join the phone evidence."""
+
+import numpy as np
+import pytest
+import torch
+
+from apa.gopt import (
+    OUTPUT_NAMES, PHONES, GOPTConfig, GOPTEnsemble, Utterance, append_predictions, cross_fit, fit_normalisation,
+    fold_assignment, phone_ids, reference_inputs, train_one,
+)
+
+torch.set_num_threads(1)
+F = 3
+
+
+def synthetic(n_utts: int, seed: int = 0) -> list[Utterance]:
+    """Phone score = 2 * sigmoid(feature 0); word accuracy = 10 * mean of its phones / 2; sentence = mean."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_utts):
+        n_words = int(rng.integers(1, 4))
+        word = np.repeat(np.arange(n_words), rng.integers(1, 4, n_words))
+        x = rng.normal(size=(len(word), F)).astype(np.float32)
+        phone = (2 / (1 + np.exp(-2 * x[:, 0]))).astype(np.float32)
+        wacc = np.array([5 * phone[word == w].mean() for w in range(n_words)], np.float32)
+        words = np.stack([wacc, wacc], axis=1)
+        sent = np.full(4, 5 * phone.mean(), np.float32)
+        phones = tuple(rng.choice(PHONES, len(word)))
+        out.append(Utterance(x, phones, word, phone, words, sent))
+    return out
+
+
+def small_config(utts, folds: int = 2) -> GOPTConfig:
+    mean, std = fit_normalisation(utts)
+    return GOPTConfig(feature_names=tuple(f"f{i}" for i in range(F)), mean=mean, std=std, width=16, layers=1, heads=2, folds=folds)
+
+
+def test_phone_ids_drop_stress_and_mark_unknown():
+    assert phone_ids(["AA1", "B", "XX"]) == [PHONES.index("AA"), PHONES.index("B"), len(PHONES)]
+
+
+def test_reference_inputs_index_words():
+    phones, word = reference_inputs([("a", ("AH0",)), ("cat", ("K", "AE1", "T"))])
+    assert phones == ("AH0", "K", "AE1", "T") and word.tolist() == [0, 1, 1, 1]
+
+
+def test_training_learns_the_phone_signal():
+    utts = synthetic(120)
+    config = small_config(utts)
+    model = train_one(config, utts, epochs=15, batch_size=10, lr=3e-3)
+    ens = GOPTEnsemble(config.__class__(**{**config.__dict__, "folds": 1}), [model])
+    test = synthetic(40, seed=1)
+    pred = np.concatenate([p[:, 0] for p in ens.predict(test)])
+    truth = np.concatenate([u.phone_score for u in test])
+    assert np.corrcoef(pred, truth)[0, 1] > 0.8
+
+
+def test_predictions_shape_levels_and_failed_rows():
+    utts = synthetic(4)
+    config = small_config(utts)
+    ens = GOPTEnsemble(config)
+    u = utts[0]
+    feats = u.features.copy()
+    feats[0] = np.nan  # this phone did not align
+    (pred,) = ens.predict([Utterance(feats, u.phones, u.word)])
+    assert pred.shape == (len(u.phones), len(OUTPUT_NAMES))
+    assert np.isnan(pred[0]).all() and np.isfinite(pred[1:]).all()
+    ok = np.arange(len(u.phones)) > 0
+    for w in np.unique(u.word[ok]):  # word columns repeat within a word, sentence columns everywhere
+        rows = pred[ok & (u.word == w)]
+        assert np.allclose(rows[:, 1:3], rows[0, 1:3])
+    assert np.allclose(pred[ok, 3:], pred[ok][0, 3:])
+    assert (pred[ok, 0] >= -1).all()
+
+
+def test_save_load_round_trip(tmp_path):
+    utts = synthetic(6)
+    ens = GOPTEnsemble(small_config(utts))
+    for p in ens.parameters():  # not the zero-ish init: make a difference visible
+        torch.nn.init.normal_(p, std=0.3)
+    ens.save(tmp_path)
+    again = GOPTEnsemble.load(tmp_path)
+    for a, b in zip(ens.predict(utts), again.predict(utts)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert GOPTEnsemble.load(tmp_path / "missing") is None
+
+
+def test_folds_keep_groups_together():
+    groups = [f"spk{i % 7}" for i in range(50)]
+    folds = fold_assignment(groups, 3, seed=4)
+    for g in set(groups):
+        assert len({f for f, h in zip(folds, groups) if h == g}) == 1
+    assert sorted(set(folds.tolist())) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        fold_assignment(["a", "b"], 3)
+
+
+def test_cross_fit_predicts_each_utterance_with_its_held_out_model():
+    utts = synthetic(30)
+    groups = [f"s{i % 6}" for i in range(30)]
+    config = small_config(utts, folds=3)
+    ens, oof = cross_fit(config, utts, groups, epochs=1)
+    folds = fold_assignment(groups, 3)
+    assert len(ens.models) == 3 and len(oof) == 30
+    for i in (0, 7, 13):
+        np.testing.assert_allclose(oof[i], ens.predict([utts[i]], members=[int(folds[i])])[0], rtol=1e-5)
+        other = (int(folds[i]) + 1) % 3
+        assert not np.allclose(oof[i], ens.predict([utts[i]], members=[other])[0])
+
+
+def test_append_predictions_checks_the_phone_count():
+    utts = synthetic(3)
+    ens = GOPTEnsemble(small_config(utts))
+    ref = [("a", ("AH0",)), ("cat", ("K", "AE1", "T"))]
+    out = append_predictions(ens, np.zeros((4, F), np.float32), ref)
+    assert out.shape == (4, F + len(OUTPUT_NAMES)) and (out[:, :F] == 0).all()
+    with pytest.raises(ValueError):
+        append_predictions(ens, np.zeros((3, F), np.float32), ref)

@@ -1,0 +1,151 @@
+"""Cross-fit the GOPT-style helper (apa.gopt) on the training split's alignment features.
+
+    python -m training.fit_gopt --features runs/align/so762.npz --out runs/gopt
+    python -m training.fit_gopt --features runs/align/so762.npz --out runs/gopt --eval-split test
+    python -m training.fit_gopt --features runs/feat/train.npz --eval-features runs/feat/test.npz --eval-split test --out runs/gopt
+
+Writes to --out: `gopt.json` + `gopt.safetensors` (the fold models; training.train copies them
+into the adapter with `--evidence_gopt`), `oof.npz` (each training utterance's out-of-fold
+prediction: what the audio LMM trains on), `resolved_config.json`, and with --eval-split the
+ensemble's own PCC / SCC on that split (`metrics.json`, also printed): how good the evidence
+columns are before the LMM reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FitArguments:
+    features: str
+    out: str
+    data: str = ""
+    folds: int = 5
+    epochs: int = 60
+    width: int = 48
+    layers: int = 3
+    seed: int = 0
+    eval_split: str = ""
+    eval_features: str = ""  # default: --features
+
+
+def utterances(features_path: str, data: str, split: str) -> tuple[list[str], list[str], list]:
+    """(utt_ids, speakers, apa.gopt.Utterance list) of one split, labels attached."""
+    from apa.align import load_corpus_features
+    from apa.config import corpus_dir
+    from apa.data import load_split
+    from apa.gopt import SENTENCE_TARGETS, WORD_TARGETS, Utterance
+
+    table = load_corpus_features(features_path)
+    ids, speakers, out = [], [], []
+    for r in load_split(corpus_dir(data or None), split):
+        c = table.get(r.utt_id)
+        if c is None:
+            continue
+        words = r.labels.words
+        phone = np.array([np.nan if p.score is None else p.score for w in words for p in w.phones], np.float32)
+        if len(phone) != len(c.symbols):
+            raise ValueError(f"{r.utt_id}: {len(c.symbols)} aligned phones, {len(phone)} labelled")
+        word = np.array([[np.nan if getattr(w, a) is None else getattr(w, a) for a in WORD_TARGETS] for w in words], np.float32)
+        sent = np.array([np.nan if getattr(r.labels.sentence, a) is None else getattr(r.labels.sentence, a)
+                         for a in SENTENCE_TARGETS], np.float32)
+        out.append(Utterance(c.features, c.symbols, np.asarray(c.word, np.int64), phone, word, sent))
+        ids.append(r.utt_id)
+        speakers.append(r.speaker)
+    return ids, speakers, out
+
+
+def scores(utts: Sequence, preds: Sequence[np.ndarray]) -> dict[str, dict[str, float]]:
+    """PCC / SCC of the predictions against the labels: phone, word accuracy/total, sentence."""
+    from scipy import stats
+
+    from apa.gopt import OUTPUT_NAMES, SENTENCE_TARGETS, WORD_TARGETS
+
+    pairs: dict[str, tuple[list, list]] = {n: ([], []) for n in OUTPUT_NAMES}
+    for u, p in zip(utts, preds):
+        pairs["pred_phone"][0].extend(p[:, 0])
+        pairs["pred_phone"][1].extend(u.phone_score)
+        first = np.unique(u.word, return_index=True)[1]  # one row per word
+        for k, a in enumerate(WORD_TARGETS):
+            pairs[f"pred_word_{a}"][0].extend(p[first, 1 + k])
+            pairs[f"pred_word_{a}"][1].extend(u.word_scores[:, k])
+        for k, a in enumerate(SENTENCE_TARGETS):
+            pairs[f"pred_sent_{a}"][0].append(p[0, 1 + len(WORD_TARGETS) + k])
+            pairs[f"pred_sent_{a}"][1].append(u.sentence[k])
+    out = {}
+    for name, (x, y) in pairs.items():
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        keep = np.isfinite(x) & np.isfinite(y)
+        out[name] = {"pcc": float(stats.pearsonr(x[keep], y[keep])[0]), "scc": float(stats.spearmanr(x[keep], y[keep])[0]),
+                     "n": int(keep.sum())}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, f in FitArguments.__dataclass_fields__.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", type=type(f.default) if name not in ("features", "out") else str,
+                        default=f.default if name not in ("features", "out") else None, required=name in ("features", "out"))
+    args = FitArguments(**vars(ap.parse_args(argv)))
+    import torch
+
+    from apa.align import load_corpus_meta
+    from apa.gopt import GOPTConfig, cross_fit, fit_normalisation
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 1. the training split's features and labels
+    ids, speakers, utts = utterances(args.features, args.data, "train")
+    names = load_corpus_meta(args.features)["feature_names"]
+    mean, std = fit_normalisation(utts)
+    config = GOPTConfig(feature_names=tuple(names), mean=mean, std=std, width=args.width, layers=args.layers,
+                        folds=args.folds)
+    print(f"{len(utts)} training utterances, {len(set(speakers))} speakers, {args.folds} folds", flush=True)
+
+    # 2. fold models, grouped by speaker; out-of-fold predictions
+    t0 = time.perf_counter()
+    ens, oof = cross_fit(config, utts, speakers, epochs=args.epochs, seed=args.seed, log=lambda m: print(m, flush=True))
+    print(f"cross-fit in {time.perf_counter() - t0:.0f} s", flush=True)
+    ens.save(out)
+    save_oof(out, ids, oof)
+    metrics = {"train_out_of_fold": scores(utts, oof)}
+
+    # 3. optional: the ensemble on another split
+    if args.eval_split:
+        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split)
+        metrics[args.eval_split] = scores(test, ens.predict(test))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "resolved_config.json").write_text(json.dumps({"args": asdict(args), "gopt": asdict(config)}, indent=2))
+    for split, m in metrics.items():
+        print(f"\n{split}: " + ", ".join(f"{k} {v['pcc']:.3f}/{v['scc']:.3f}" for k, v in m.items()))
+
+
+def save_oof(directory: str | os.PathLike, utt_ids: Sequence[str], predictions: Sequence[np.ndarray]) -> Path:
+    """Write the out-of-fold predictions (one (n_phones, K) array per utterance) as oof.npz."""
+    path = Path(directory) / "oof.npz"
+    offsets = np.cumsum([0] + [len(p) for p in predictions])
+    np.savez_compressed(path, utt_ids=np.array(utt_ids), offsets=offsets, predictions=np.concatenate(predictions))
+    return path
+
+
+def load_oof(directory: str | os.PathLike) -> dict[str, np.ndarray]:
+    """{utt_id: (n_phones, len(OUTPUT_NAMES))} out-of-fold predictions saved by `main`."""
+    with np.load(Path(directory) / "oof.npz", allow_pickle=False) as z:
+        o, p = z["offsets"], z["predictions"]
+        return {u: p[o[i] : o[i + 1]] for i, u in enumerate(z["utt_ids"].tolist())}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
