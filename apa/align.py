@@ -30,9 +30,12 @@ What it does, per utterance (all on one fresh decoder, see "State" below):
        choice_ll[q]   = forced choice (not a feature; apa.annotate turns it into "heard instead"):
                         the window from the previous phone's start to the next phone's end
                         (within the word sequence) re-aligned as prev + q + next, each a 3-state
-                        left-to-right HMM whose state scores are the best senone of that phone and
-                        state position in any context, free boundaries, no transition costs;
-                        the best path's log-likelihood in nats (SIL: -inf). choice_frames: the
+                        left-to-right HMM, free boundaries, no transition costs; the best path's
+                        log-likelihood in nats (SIL: -inf). q's state scores are the senones of
+                        its triphone between the aligned neighbours (SIL at the clip's edges) at
+                        its word position, else of that triphone at another word position, else
+                        of q's context-independent phone; prev's and next's are the best senone
+                        of that phone and state position in any context. choice_frames: the
                         window's frames.
 
 Failures never raise. A clip that does not align with the default beams is retried on a fresh
@@ -249,24 +252,67 @@ def _state_sets() -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(groups), offsets
 
 
-def _choice_scores(senscr: np.ndarray, segs: list[tuple[int, int, int]]) -> list[np.ndarray]:
-    """Per aligned phone (canonical index, start frame, frames), the (40,) forced-choice window
-    log-likelihoods (module doc, choice_ll)."""
+@functools.lru_cache(maxsize=1)
+def _triphone_senones() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """((40, 40, 40, 4) phone ids of the triphones base x left x right x word position, in PHONES
+    order, -1 where the model has none; (n_phone, 3) senones of every phone of the model; (40,)
+    phone id of each of PHONES as a context-independent phone)."""
+    from apa.weights.sphinx_mdef import read_mdef_triphones
+
+    names, table, states = read_mdef_triphones(Path(_model()[0]) / "mdef")
+    if states.shape[1] != 3:
+        raise RuntimeError("acoustic model: phones without 3 emitting states")
+    ci = np.array([names.index(p) for p in PHONES])
+    return table[np.ix_(ci, ci, ci, np.arange(4))], states, ci
+
+
+def _word_position(wids: Sequence[int], j: int) -> int:
+    """pocketsphinx's word position of phone j (apa.weights.sphinx_mdef.WORD_*)."""
+    from apa.weights.sphinx_mdef import WORD_BEGIN, WORD_END, WORD_INTERNAL, WORD_SINGLE
+
+    first = j == 0 or wids[j - 1] != wids[j]
+    last = j + 1 == len(wids) or wids[j + 1] != wids[j]
+    return WORD_SINGLE if first and last else WORD_BEGIN if first else WORD_END if last else WORD_INTERNAL
+
+
+def _candidate_senones(left: int, right: int, wpos: int) -> np.ndarray:
+    """(40, 3) senones of every candidate phone between `left` and `right` (PHONES indices):
+    its triphone in that context and word position, else in that context at another word
+    position (the first the model lists), else its context-independent phone's own senones."""
+    table, states, ci_ids = _triphone_senones()
+    out = np.empty((N_PHONES, 3), np.int64)
+    for q in range(N_PHONES):
+        pid = table[q, left, right, wpos]
+        if pid < 0:
+            found = table[q, left, right][table[q, left, right] >= 0]
+            pid = found.min() if found.size else ci_ids[q]
+        out[q] = states[pid]
+    return out
+
+
+def _choice_scores(senscr: np.ndarray, segs: list[tuple[int, int, int]], wids: Sequence[int]) -> list[np.ndarray]:
+    """Per aligned phone (canonical index, start frame, frames; wids: its word index), the (40,)
+    forced-choice window log-likelihoods (module doc, choice_ll)."""
     idx, offsets = _state_sets()
     T = senscr.shape[0]
-    ll = (-np.minimum.reduceat(senscr[:, idx], offsets, axis=1).astype(np.float64) * SCORE_UNIT_NATS).reshape(
+    any_ctx = (-np.minimum.reduceat(senscr[:, idx], offsets, axis=1).astype(np.float64) * SCORE_UNIT_NATS).reshape(
         T, N_PHONES, 3
     )
+    sil = PHONE_INDEX["SIL"]
     out = []
     for j, (_c, start, dur) in enumerate(segs):
         lo = segs[j - 1][1] if j > 0 else start
         hi = (segs[j + 1][1] + segs[j + 1][2]) if j + 1 < len(segs) else start + dur
         lo, hi = min(lo, T - 1), max(min(hi, T), min(lo, T - 1) + 1)
-        win = ll[lo:hi]  # (W, 40, 3)
+        win = any_ctx[lo:hi]  # (W, 40, 3)
+        left = segs[j - 1][0] if j > 0 else sil
+        right = segs[j + 1][0] if j + 1 < len(segs) else sil
+        sen = _candidate_senones(left, right, _word_position(wids, j))
+        cand = -senscr[lo:hi][:, sen].astype(np.float64) * SCORE_UNIT_NATS  # (W, 40, 3)
         parts = []
         if j > 0:
             parts.append(np.broadcast_to(win[:, segs[j - 1][0], None, :], (hi - lo, N_PHONES, 3)))
-        parts.append(win)
+        parts.append(cand)
         if j + 1 < len(segs):
             parts.append(np.broadcast_to(win[:, segs[j + 1][0], None, :], (hi - lo, N_PHONES, 3)))
         seq = np.concatenate(parts, axis=2)  # (W, 40 candidates, n states)
@@ -277,7 +323,7 @@ def _choice_scores(senscr: np.ndarray, segs: list[tuple[int, int, int]]) -> list
             d = stay_or_move + seq[t]
         best = d[:, -1] if np.isfinite(d[:, -1]).any() else d.max(axis=1)
         best = best.copy()
-        best[PHONE_INDEX["SIL"]] = -np.inf
+        best[sil] = -np.inf
         out.append(best)
     return out
 
@@ -441,7 +487,8 @@ def _build(ref, words, phones, lp: np.ndarray, duration: float, senscr: np.ndarr
     post = np.exp(lp)
     flat = [PHONE_INDEX[sym.rstrip("012").upper()] for _, syms in ref for sym in syms]
     segs = [(c, p[2], max(p[3], 1)) for c, p in zip(flat, phones)]
-    choice = _choice_scores(senscr, segs) if senscr is not None else [None] * len(segs)
+    wids = [wi for wi, (_, syms) in enumerate(ref) for _ in syms]
+    choice = _choice_scores(senscr, segs, wids) if senscr is not None else [None] * len(segs)
     aligned_words = tuple(
         AlignedWord(ref[i][0], s * FRAME_S, min((s + d) * FRAME_S, duration)) for i, (_, s, d) in enumerate(words)
     )

@@ -80,6 +80,35 @@ def test_model_phones_cover_the_40():
     assert np.all(np.diff(offsets) > 0)
 
 
+def test_word_position_follows_pocketsphinx_numbering():
+    from apa.weights.sphinx_mdef import WORD_BEGIN, WORD_END, WORD_INTERNAL, WORD_SINGLE
+
+    wids = [0, 1, 1, 1, 2, 2]  # a one-phone word, a three-phone word, a two-phone word
+    got = [A._word_position(wids, j) for j in range(len(wids))]
+    assert got == [WORD_SINGLE, WORD_BEGIN, WORD_INTERNAL, WORD_END, WORD_BEGIN, WORD_END]
+
+
+def test_candidates_are_scored_by_their_triphone_else_their_ci_phone():
+    table, states, ci_ids = A._triphone_senones()
+    assert table.shape == (40, 40, 40, 4) and states.shape[1] == 3
+    q, l, r = A.PHONE_INDEX["L"], A.PHONE_INDEX["AY"], A.PHONE_INDEX["K"]  # "l" of "like" between AY and K
+    wpos = next(w for w in range(4) if table[q, l, r, w] >= 0)
+    sen = A._candidate_senones(l, r, wpos)
+    assert sen.shape == (40, 3)
+    assert np.array_equal(sen[q], states[table[q, l, r, wpos]])
+    # where the model has no triphone of a candidate in that context, its CI phone's own senones
+    missing = [(c, w) for c in range(40) for w in range(4) if (table[c, l, r] < 0).all()]
+    assert missing, "every candidate has a triphone here: pick another context"
+    c, w = missing[0]
+    assert np.array_equal(A._candidate_senones(l, r, w)[c], states[ci_ids[c]])
+    # another word position of the same triphone before the CI phone
+    other = [(c, w) for c in range(40) for w in range(4) if table[c, l, r, w] < 0 and (table[c, l, r] >= 0).any()]
+    if other:
+        c, w = other[0]
+        found = table[c, l, r][table[c, l, r] >= 0]
+        assert np.array_equal(A._candidate_senones(l, r, w)[c], states[found.min()])
+
+
 def test_corpus_clips_align(clips, aligned):
     for (_, audio, ref), al in zip(clips, aligned):
         assert al.ok, al.reason
@@ -108,6 +137,14 @@ def test_espeak_sentence(espeak_clip):
     # synthetic speech in the right order: the canonical phone is usually among the top 3 heard
     hits = np.mean([p.symbol.rstrip("012") in [h for h, _ in p.heard] for p in al.phones])
     assert hits > 0.4
+    # the forced choice: a finite score for every candidate but SIL, over a window of >= the phone's frames
+    for p in al.phones:
+        assert p.choice_ll.shape == (40,) and p.choice_ll[A.PHONE_INDEX["SIL"]] == -np.inf
+        assert np.isfinite(np.delete(p.choice_ll, A.PHONE_INDEX["SIL"])).all()
+        assert p.choice_frames >= p.frames
+    # ... and without any prior the phone that was said is usually among its 3 best
+    top3 = [A.PHONE_INDEX[p.symbol.rstrip("012")] in np.argsort(-p.choice_ll)[:3] for p in al.phones]
+    assert np.mean(top3) > 0.6
 
 
 def test_no_state_across_utterances(clips, aligned):

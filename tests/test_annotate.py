@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 from apa.align import PHONE_INDEX, PHONES, AlignedPhone, AlignedWord, Alignment, align
-from apa.annotate import HEARD_TOP, acoustic_match, annotate, heard_instead, top_heard_other
+from apa.annotate import (
+    HEARD_CANONICAL_PRIOR_NATS,
+    HEARD_MANNER_PENALTY_NATS,
+    HEARD_TOP,
+    MANNER,
+    acoustic_match,
+    annotate,
+    heard_instead,
+    heard_scores,
+    top_heard_other,
+)
 from apa.schema import Assessment, Phone, Sentence, Word
 
 CLIP_TEXT = "WE CALL IT BEAR"
@@ -33,9 +43,45 @@ def test_heard_instead_ranks_by_forced_choice_with_the_canonical_prior():
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-9
     # 8 nats for the phone asked for: R (-92) now beats L (-95)
     assert heard_instead(p, prior_nats=8.0)[0][0] == "R"
+    assert heard_instead(p, prior_nats=4.0)[0][0] == "L"
     assert len(heard_instead(p)) == HEARD_TOP
     assert all(h != "SIL" for h, _ in heard_instead(p))
     assert heard_instead(dataclasses.replace(p, choice_ll=None)) == ()
+
+
+def test_heard_instead_keeps_to_the_kind_of_phone_asked_for():
+    # the vowel AA scores best, but a consonant was asked for: never heard as a vowel
+    p = _aligned_phone("R", {"R": -100.0, "L": -99.0, "AA": -50.0})
+    heard = [h for h, _ in heard_instead(p, prior_nats=0.0)]
+    assert heard[:2] == ["L", "R"] and all(MANNER[h] != "vowel" for h in heard)
+    v = _aligned_phone("IY1", {"IY": -100.0, "IH": -99.0, "S": -50.0})
+    assert [h for h, _ in heard_instead(v, prior_nats=0.0)][:2] == ["IH", "IY"]
+    assert heard_scores(v)[PHONE_INDEX["S"]] == -np.inf
+
+
+def test_heard_instead_penalises_another_manner():
+    # T (a stop) is 5 nats better than S, but S is a fricative like the TH asked for
+    p = _aligned_phone("TH", {"TH": -200.0, "S": -105.0, "T": -100.0})
+    assert heard_instead(p, prior_nats=0.0, manner_penalty_nats=0.0)[0][0] == "T"
+    assert heard_instead(p, prior_nats=0.0, manner_penalty_nats=HEARD_MANNER_PENALTY_NATS)[0][0] == "S"
+    v = heard_scores(p, prior_nats=0.0, posterior_weight=0.0, manner_penalty_nats=7.0)
+    assert v[PHONE_INDEX["T"]] == pytest.approx(-107.0) and v[PHONE_INDEX["S"]] == pytest.approx(-105.0)
+
+
+def test_heard_instead_adds_the_frame_posteriors():
+    # the forced choice favours R by 1 nat; the frames favour L by 2 nats a frame over 5 frames
+    lpr = np.zeros(len(PHONES))
+    lpr[PHONE_INDEX["L"]] = 2.0
+    p = dataclasses.replace(_aligned_phone("R", {"R": -99.0, "L": -100.0}), lpr=lpr)
+    assert heard_instead(p, prior_nats=0.0, posterior_weight=0.0)[0][0] == "R"
+    assert heard_instead(p, prior_nats=0.0, posterior_weight=0.5)[0][0] == "L"
+    v = heard_scores(p, prior_nats=HEARD_CANONICAL_PRIOR_NATS, posterior_weight=0.5, manner_penalty_nats=0.0)
+    # R: -99 + 0.5 * 5 * (lpp -1 + 0) + prior; L: -100 + 0.5 * 5 * (-1 + 2)
+    assert v[PHONE_INDEX["R"]] == pytest.approx(-101.5 + HEARD_CANONICAL_PRIOR_NATS)
+    assert v[PHONE_INDEX["L"]] == pytest.approx(-97.5)
+    # NaN frame evidence (not measured) adds nothing
+    q = dataclasses.replace(p, lpr=np.full(len(PHONES), np.nan))
+    assert heard_scores(q, prior_nats=0.0, manner_penalty_nats=0.0)[PHONE_INDEX["L"]] == pytest.approx(-100.0)
 
 
 def _bare(text: str = CLIP_TEXT) -> Assessment:

@@ -12,6 +12,7 @@ import pytest
 from apa.minimal_pairs import (
     CMU_TO_ESPEAK,
     PAIRS,
+    TUNING_PAIRS,
     MinimalPair,
     SynthesisError,
     alter_word,
@@ -51,7 +52,18 @@ def test_the_pair_list_is_large_and_varied():
     assert all(p.replacement != p.original for p in PAIRS)
 
 
-@pytest.mark.parametrize("pair", PAIRS, ids=_label)
+def test_the_tuning_pairs_are_disjoint_from_the_reported_ones_and_of_the_same_kinds():
+    assert len(TUNING_PAIRS) >= len(PAIRS) and len(set(TUNING_PAIRS)) == len(TUNING_PAIRS)
+    assert not {p.text for p in TUNING_PAIRS} & {p.text for p in PAIRS}
+
+    def target_words(pairs):
+        return {to_words(p.text)[p.word_index].text for p in pairs}
+
+    assert not target_words(TUNING_PAIRS) & target_words(PAIRS)
+    assert {p.kind for p in TUNING_PAIRS} == {p.kind for p in PAIRS}
+
+
+@pytest.mark.parametrize("pair", PAIRS + TUNING_PAIRS, ids=_label)
 def test_the_phone_index_points_at_the_intended_cmu_phone(pair):
     words = to_words(pair.text)
     phones = words[pair.word_index].phones
@@ -71,7 +83,7 @@ def test_alter_word_replaces_or_drops_exactly_one_phone():
 
 
 @needs_espeak
-@pytest.mark.parametrize("pair", PAIRS, ids=_label)
+@pytest.mark.parametrize("pair", PAIRS + TUNING_PAIRS, ids=_label)
 def test_each_pair_synthesises_two_different_readings(pair, cache_dir):
     from apa.audio import SAMPLE_RATE
 

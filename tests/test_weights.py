@@ -270,3 +270,21 @@ def test_smollm2_gguf_config_and_tokenizer():
     assert cfg["tie_word_embeddings"] and cfg["rms_norm_eps"] == 1e-5
     tok = tokenizer_from_gguf(meta)
     assert tok.encode("<|im_start|>user").ids[0] == 1
+
+
+def test_mdef_triphone_table_matches_the_phone_records():
+    pocketsphinx = pytest.importorskip("pocketsphinx")
+    from apa.weights.sphinx_mdef import WORD_SINGLE, parse_mdef, read_mdef_triphones
+
+    path = Path(pocketsphinx.get_model_path("en-us/en-us")) / "mdef"
+    names, table, states = read_mdef_triphones(path)
+    _names, _n_sen, phones, sseq, base = parse_mdef(path)
+    n_ci = len(names)
+    assert table.shape == (n_ci, n_ci, n_ci, 4) and states.shape == (len(phones), sseq.shape[1])
+    ids = table[table >= 0]
+    assert len(ids) == len(phones) - n_ci and len(np.unique(ids)) == len(ids)  # every triphone once
+    b, l, r, w = (int(x) for x in np.argwhere(table >= 0)[123])
+    pid = table[b, l, r, w]
+    assert tuple(phones["info"][pid]) == (w, b, l, r) and base[pid] == b
+    assert np.array_equal(states[pid], sseq[phones["ssid"][pid]])
+    assert 0 <= w <= WORD_SINGLE

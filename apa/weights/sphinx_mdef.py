@@ -1,5 +1,6 @@
 """Reader for pocketsphinx's binary model definition (`mdef`): which context-independent phone
-every senone belongs to (apa.align sums senone scores per phone). No pocketsphinx import."""
+every senone belongs to (apa.align sums senone scores per phone), and the senones of each
+triphone in its context. No pocketsphinx import."""
 
 from __future__ import annotations
 
@@ -58,3 +59,20 @@ def read_mdef_states(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     context-dependent), (n_phone, n_emit) senone of each emitting state of every phone)."""
     names, _n_sen, phones, sseq, base = parse_mdef(path)
     return names, base, sseq[phones["ssid"]].astype(np.int64)
+
+
+# Word positions of a context-dependent phone, as pocketsphinx numbers them (mdef.h word_posn_t).
+WORD_INTERNAL, WORD_BEGIN, WORD_END, WORD_SINGLE = 0, 1, 2, 3
+
+
+def read_mdef_triphones(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Binary sphinx model definition -> (CI phone names, (n_ci, n_ci, n_ci, 4) table, (n_phone,
+    n_emit) senones of every phone). table[base, left, right, word position] is the phone id of
+    that triphone, -1 where the model has none; CI phone ids are the CI indices themselves (their
+    own senones). A CD phone's info bytes are (word position, base, left, right)."""
+    names, _n_sen, phones, sseq, _base = parse_mdef(path)
+    n_ci = len(names)
+    info = phones["info"][n_ci:].astype(np.int64)
+    table = np.full((n_ci, n_ci, n_ci, 4), -1, np.int64)
+    table[info[:, 1], info[:, 2], info[:, 3], info[:, 0]] = np.arange(n_ci, len(phones))
+    return names, table, sseq[phones["ssid"]].astype(np.int64)
