@@ -25,22 +25,27 @@ heard (mean word probability at least `CONFIDENT_FROM`), since on poorly read sp
 words that were never said.
 
 The guard itself (`does_not_match`, what `apa.reading` applies) adds the forced alignment's
-evidence, its acoustic match (`apa.annotate.acoustic_match`: the mean phone log posterior of the
-recording aligned to the text, nats; the scorer puts it in `extra["acoustic_match"]`):
+evidence (`Acoustic`), asked for only when fewer than `MISMATCH_BELOW` of the words were heard as
+written: the recording aligned to the text and to the words heard, each summed up as a `Fit`
+(`Fit.clip_fit`: the log posterior of the phones asked for per frame of the whole clip, the frames
+the aligner leaves to its silence and noise fillers counted at `FILLER_NATS`, so that a few words
+that fit a part of the clip do not look better than a sentence that fits all of it). With few
+words heard as written, it fires when
 
-* no acoustic match (no alignment, or it failed): the transcript decides alone;
-* the acoustic match is below `ACOUSTIC_FAR_BELOW` and fewer than `MISMATCH_BELOW` of the words
-  were heard as written: it fires, however unsure the transcript;
-* the transcript says mismatch: the recording is also aligned to the words heard, and the guard
-  fires unless the text fits the recording better than those words by more than `HEARD_FITS_BY`
-  nats (or the words heard could not be aligned: then it fires). A recogniser that writes a
-  sentence never said ("Tuesday." for "HERE IS TIM'S CAP") is overruled this way: its words fit
-  the recording worse than the sentence that was read, while the words of another sentence that
-  was read fit it better than the text. One cut on the acoustic match alone cannot do this, since
-  a poor reading of the true text fits it as badly as many readings of another sentence.
+* the text could not be aligned but the words heard could;
+* the text fits very poorly (`Fit.phone` below `ACOUSTIC_FAR_BELOW`), however unsure the transcript;
+* the transcript says mismatch and the text does not fit the clip better than the words heard by
+  more than `HEARD_FITS_BY` nats per frame (words heard that could not be aligned leave the text's
+  fit alone to decide, against `HEARD_UNALIGNED_BELOW`). A recogniser that writes a sentence never
+  said ("Tuesday." for "HERE IS TIM'S CAP") is overruled this way: its words fit the recording
+  worse than the sentence that was read, while the words of another sentence that was read fit
+  it better than the text. One cut on the acoustic match alone cannot do this, since a poor
+  reading of the true text fits it as badly as many readings of another sentence.
 
-The cut points and the rates they give on Speechocean762 with true and swapped texts, on the
-clips they were chosen on and on other clips: bench/results/miscues.md, miscues_heldout.md.
+Without acoustic evidence (the scorer does not align) the transcript decides alone.
+
+The cut points were chosen on Speechocean762 train clips with true and swapped texts
+(bench/results/miscues_tuning.md); the rates they give on test clips: bench/results/miscues.md.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ FUZZY_MIN_LEN = 4  # letters, both words: short words ("THE"/"THEY") are never t
 MISMATCH_BELOW = 1 / 3  # share of words heard as written below which the recording is not the text
 PHONES_BELOW = 0.3  # phone similarity of reference and heard words below which they differ
 CONFIDENT_FROM = 0.3  # mean word probability of the transcript from which the guard trusts it
-HEARD_FITS_BY = 0.0  # nats: the text must out-fit the transcript acoustically by more than this to overrule it
-ACOUSTIC_FAR_BELOW = -5.8  # acoustic match (nats) below which few words heard as written are enough
+HEARD_FITS_BY = -0.3  # nats per frame: the text must out-fit the words heard by more than this to overrule them
+ACOUSTIC_FAR_BELOW = -6.0  # Fit.phone of the text (nats) below which few words heard as written are enough
+HEARD_UNALIGNED_BELOW = -4.5  # Fit.phone of the text (nats) below which a mismatch stands when the words heard do not align
+FILLER_NATS = -6.0  # log posterior per frame charged for the frames left to the aligner's fillers (Fit.clip_fit)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,40 @@ class HeardToken:
     start: float | None = None
     end: float | None = None
     probability: float | None = None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How well a recording sounds like words force-aligned to it (`apa.reading.fit_of`).
+
+    phone: the mean over the aligned phones of their frame-averaged log posterior (nats, <= 0;
+    `apa.annotate.acoustic_match`); frame: the same log posterior averaged over all the phones'
+    frames; coverage: the share (0-1) of the clip's frames inside the phones (the rest the aligner
+    gave to silence and noise fillers)."""
+
+    phone: float
+    frame: float
+    coverage: float
+
+    def clip_fit(self, filler_nats: float = FILLER_NATS) -> float:
+        """Log posterior per frame of the whole clip: the phones' frames at `frame`, the others
+        at filler_nats (nats)."""
+        c = min(max(self.coverage, 0.0), 1.0)
+        return c * self.frame + (1.0 - c) * filler_nats
+
+    @property
+    def usable(self) -> bool:
+        """All three readings are finite numbers."""
+        return all(math.isfinite(x) for x in (self.phone, self.frame, self.coverage))
+
+
+@dataclass(frozen=True)
+class Acoustic:
+    """The forced alignment's evidence for the guard: the recording aligned to the text and to the
+    words heard (None: could not be aligned, or, for `heard`, nothing to align)."""
+
+    text: Fit | None
+    heard: Fit | None
 
 
 @dataclass(frozen=True)
@@ -107,29 +148,32 @@ class Miscues:
         return bool(self.heard) and self.match_ratio < MISMATCH_BELOW and self.phone_similarity < PHONES_BELOW and sure
 
 
-def does_not_match(miscues: Miscues, acoustic_match: float | None, heard_match: float | None = None, *,
-                   fits_by: float = HEARD_FITS_BY, far_below: float = ACOUSTIC_FAR_BELOW) -> bool:
+def does_not_match(miscues: Miscues, acoustic: Acoustic | None, *, fits_by: float = HEARD_FITS_BY,
+                   far_below: float = ACOUSTIC_FAR_BELOW, unaligned_below: float = HEARD_UNALIGNED_BELOW,
+                   filler_nats: float = FILLER_NATS) -> bool:
     """The "does not match" guard from the transcript (`Miscues.mismatch`) and the forced
-    alignment. acoustic_match: of the recording aligned to the reference; heard_match: aligned to
-    the words heard (both `apa.annotate.acoustic_match`: mean phone log posterior, nats; None:
-    not aligned, or the alignment failed).
+    alignment (`acoustic`; None: no alignment was made, the transcript decides alone).
 
-    Without acoustic_match the transcript decides alone. With it, the guard fires when
-    * acoustic_match < far_below and fewer than MISMATCH_BELOW of the words were heard as written
-      (however unsure the transcript), or
-    * the transcript says mismatch and the reference does not fit the recording better than what
-      was heard, by more than fits_by nats (acoustic_match - heard_match <= fits_by); a heard_match
-      of None leaves the transcript's word. A recogniser that wrote words never said ("Tuesday."
-      for a true reading) is overruled: its words fit the recording worse than the sentence."""
-    if acoustic_match is None or not math.isfinite(acoustic_match):
+    Never when something was heard and at least MISMATCH_BELOW of it as written. Otherwise it
+    fires when the text did not align but the words heard did; when the text's `Fit.phone` is
+    below far_below; or when the transcript says mismatch and the text's `Fit.clip_fit` is not
+    above that of the words heard by more than fits_by (the words heard not aligned: when the
+    text's `Fit.phone` is below unaligned_below). Neither aligned: the transcript's word."""
+    if acoustic is None:
         return miscues.mismatch
-    if miscues.heard and acoustic_match < far_below and miscues.match_ratio < MISMATCH_BELOW:
+    if not miscues.heard or miscues.match_ratio >= MISMATCH_BELOW:
+        return False
+    text = acoustic.text if acoustic.text is not None and acoustic.text.usable else None
+    heard = acoustic.heard if acoustic.heard is not None and acoustic.heard.usable else None
+    if text is None:
+        return heard is not None or miscues.mismatch
+    if text.phone < far_below:
         return True
     if not miscues.mismatch:
         return False
-    if heard_match is None or not math.isfinite(heard_match):
-        return True
-    return acoustic_match - heard_match <= fits_by
+    if heard is None:
+        return text.phone < unaligned_below
+    return text.clip_fit(filler_nats) - heard.clip_fit(filler_nats) <= fits_by
 
 
 def heard_tokens(words: Sequence[HeardWord | str]) -> tuple[HeardToken, ...]:

@@ -8,10 +8,10 @@ With a text: the recording is transcribed on a worker thread while the scorer sc
 the text (the transcriber takes one CPU thread), then the miscues are applied to the result
 (`apa.miscues.apply_miscues`: omitted words, insertions, completeness) and `heard` is the
 transcript. When the recording does not match the text at all (`apa.miscues.does_not_match`: the
-transcript shares almost nothing with the text and, where the scorer aligned the recording
-(`extra["acoustic_match"]`), the text does not fit the audio better than the words heard, aligned
-for that only when the transcript says mismatch; or the text fits the audio very poorly and few of
-its words were heard), `on_mismatch` decides: "error" raises `TextMismatch` (code "text_mismatch", its message shows what was heard),
+transcript shares almost nothing with the text and, where the scorer aligns (its result has
+`extra["acoustic_match"]`), the text does not fit the audio better than the words heard, both
+aligned again for that only when few of the words were heard as written; or the text fits the
+audio very poorly, or not at all while the words heard do), `on_mismatch` decides: "error" raises `TextMismatch` (code "text_mismatch", its message shows what was heard),
 "free_speech" scores what was heard instead, "text" keeps the scores against the text (no miscues,
 a note). A transcriber that fails or hears nothing never stops the scoring: the result then has no
 miscues and a note says why.
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from apa.errors import InputError
-from apa.miscues import apply_miscues, does_not_match, find_miscues, heard_tokens
+from apa.miscues import MISMATCH_BELOW, Acoustic, Fit, apply_miscues, does_not_match, find_miscues, heard_tokens
 from apa.schema import Assessment
 from apa.transcribe import Transcript
 
@@ -92,11 +92,11 @@ def free_speech(scorer: Any, audio: np.ndarray, transcript: Transcript, notes: t
     return replace(result, heard=transcript.text, free_speech=True, notes=result.notes + notes)
 
 
-def acoustic_match_of(audio: np.ndarray, words: Sequence[str]) -> float | None:
-    """The acoustic match (`apa.annotate.acoustic_match`, nats) of `audio` ((n,) float32, 16 kHz)
-    force-aligned to `words` (at most apa.text.MAX_WORDS, pronounced as `apa.text.to_words` says,
-    as the scorer aligns its reference); None when they give no reference or do not align."""
-    from apa.align import align
+def fit_of(audio: np.ndarray, words: Sequence[str]) -> Fit | None:
+    """How well `audio` ((n,) float32, 16 kHz) fits `words` force-aligned to it (`apa.miscues.Fit`;
+    at most apa.text.MAX_WORDS, pronounced as `apa.text.to_words` says, as the scorer aligns its
+    reference); None when they give no reference or do not align."""
+    from apa.align import FRAME_S, align
     from apa.annotate import acoustic_match
     from apa.text import MAX_WORDS, to_words
 
@@ -104,18 +104,26 @@ def acoustic_match_of(audio: np.ndarray, words: Sequence[str]) -> float | None:
         ref = tuple((w.text, w.phones) for w in to_words(" ".join(words[:MAX_WORDS])))
     except ValueError:  # apa.text.TextError: nothing to align to
         return None
-    return acoustic_match(align(audio, ref))
+    alignment = align(audio, ref)
+    phone = acoustic_match(alignment)
+    frames = np.array([p.frames for p in alignment.phones], dtype=np.float64)
+    clip_frames = len(audio) * (1.0 / 16000) / FRAME_S
+    if phone is None or frames.sum() <= 0 or clip_frames <= 0:
+        return None
+    lpp = np.array([p.lpp for p in alignment.phones], dtype=np.float64)
+    return Fit(phone=phone, frame=float((lpp * frames).sum() / frames.sum()),
+               coverage=float(min(frames.sum() / clip_frames, 1.0)))
 
 
 def assess_reading(scorer: Any, audio: np.ndarray, text: str | None, transcriber: Any | None, *,
                    on_mismatch: str = "error",
-                   align_heard: Callable[[np.ndarray, Sequence[str]], float | None] = acoustic_match_of) -> Assessment:
+                   align_words: Callable[[np.ndarray, Sequence[str]], Fit | None] = fit_of) -> Assessment:
     """Score `audio` ((n,) float32, 16 kHz) against `text` with the miscues of what was said, or,
     for an empty text, as free speech (see the module doc). scorer: anything with
     `assess(audio, text)`; transcriber: anything with `transcribe(audio) -> Transcript`, or None
-    (no transcription: the scorer's result as it is); align_heard: the acoustic match of the audio
-    to the words heard, asked for only when the transcript says mismatch and the result has an
-    acoustic match of its own (`extra["acoustic_match"]`)."""
+    (no transcription: the scorer's result as it is); align_words: the fit of the audio to words
+    (`apa.miscues.Fit`), asked for the text and for the words heard only when few of the words
+    were heard as written and the scorer aligns (its result has `extra["acoustic_match"]`)."""
     if on_mismatch not in ON_MISMATCH:
         raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, not {on_mismatch!r}")
     text = " ".join((text or "").split())
@@ -141,11 +149,11 @@ def assess_reading(scorer: Any, audio: np.ndarray, text: str | None, transcriber
     if not transcript.intelligible:
         return replace(result, heard="", notes=result.notes + (NOTE_NOTHING_HEARD,))
     miscues = find_miscues([w.text for w in result.words], transcript.words)
-    acoustic = result.extra.get("acoustic_match")
-    heard_match = None
-    if miscues.mismatch and acoustic is not None:
-        heard_match = align_heard(audio, [t.text for t in heard_tokens(transcript.words)])
-    if does_not_match(miscues, acoustic, heard_match):
+    acoustic = None
+    if "acoustic_match" in result.extra and miscues.heard and miscues.match_ratio < MISMATCH_BELOW:
+        acoustic = Acoustic(text=align_words(audio, [w.text for w in result.words]),
+                            heard=align_words(audio, [t.text for t in heard_tokens(transcript.words)]))
+    if does_not_match(miscues, acoustic):
         if on_mismatch == "error":
             raise TextMismatch(text, transcript.text)
         if on_mismatch == "free_speech":

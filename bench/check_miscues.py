@@ -1,9 +1,11 @@
 """Transcription word error rate, miscue detection and the "does not match" guard on Speechocean762.
 
-    nice -n 10 python -m bench.check_miscues [--n 200] [--edited 100]
+    nice -n 10 python -m bench.check_miscues --n 400 --edited 100
         -> bench/results/miscues.md (+ bench/results/transcripts_so762_test.jsonl)
+    nice -n 10 python -m bench.check_miscues --split train --n 400 --offset 3 --out bench/results/miscues_tuning.md
+        -> the clips the guard's cuts were chosen on (+ bench/results/transcripts_so762_train.jsonl)
 
-Clips: `--n` test-split utterances, every (2500 // n)-th in corpus order, loaded as the app loads a
+Clips: `--n` utterances of the `--split` (test by default), every (2500 // n)-th in corpus order from `--offset`, loaded as the app loads a
 recording (`apa.audio.load_audio`: silence trimmed). Each clip is transcribed once by the default
 transcriber (`apa.transcribe.load_transcriber`, one CPU thread) and the transcripts are kept in
 the JSONL file beside the results (given again with `--transcripts`, nothing is transcribed).
@@ -26,10 +28,12 @@ Checks, all through `apa.miscues.find_miscues` (what `apa.reading` applies to re
 
 The guard is read twice: from the transcript only (`Miscues.mismatch`) and as `apa.reading`
 applies it, with the forced alignment's evidence (`apa.miscues.does_not_match`): every (clip,
-text) pair guarded is aligned (`apa.reading.acoustic_match_of`, about half a second of a core per
-pair; kept in memory for the run only), and where the transcript says mismatch the clip is also
-aligned to the words heard. The report gives the acoustic match for true and different texts, the
-guard over a sweep of its two cuts, and the true texts the transcript alone would have refused.
+text) pair guarded is aligned (`apa.reading.fit_of`, kept in memory for the run only), and where
+fewer than `MISMATCH_BELOW` of the words were heard as written the clip is also aligned to the
+words heard. The report gives the fits for true and different texts, the guard over sweeps of its
+cuts (the tuning run is where they were chosen: no fire on a true text, then the most fires on a
+different one), the time the guard's two alignments take, and the true texts the guard or the
+transcript alone would have refused.
 `--no-acoustic`: the transcript only, nothing aligned; `--pairs-out`: one JSON line per guarded
 pair (not committed).
 """
@@ -50,11 +54,11 @@ REPO = config.REPO_ROOT
 RESULTS = REPO / "bench" / "results"
 
 
-def pick_records(n: int, offset: int = 0) -> list:
-    """Every (2500 // n)-th test utterance from `offset` on."""
+def pick_records(n: int, offset: int = 0, split: str = "test") -> list:
+    """Every (2500 // n)-th utterance of `split` from `offset` on."""
     from apa.data import read_kaldi
 
-    recs = read_kaldi(config.corpus_dir(), "test")
+    recs = read_kaldi(config.corpus_dir(), split)
     step = max(1, len(recs) // n)
     return recs[offset::step][:n]
 
@@ -115,59 +119,71 @@ def prf(tp: int, reported: int, expected: int) -> str:
     return f"{p:.2f} ({tp}/{reported}) | {r:.2f} ({tp}/{expected})"
 
 
-class Acoustic:
-    """Acoustic matches (`apa.reading.acoustic_match_of`: the clip force-aligned to words, as the
-    scorer aligns its reference) of (clip, words) pairs, each aligned once per run (kept in
-    memory); `seconds` sums the alignment time, `count` the alignments."""
+class Fits:
+    """Fits (`apa.reading.fit_of`: the clip force-aligned to words, as the scorer aligns its
+    reference) of (clip, words) pairs, each aligned once per run (kept in memory); `seconds[key]`
+    is the time of that alignment, `audio_s[utt]` the clip's length."""
 
     def __init__(self, recs: list):
         self.recs = {r.utt_id: r for r in recs}
-        self.cache: dict[tuple[str, tuple[str, ...]], float | None] = {}
+        self.cache: dict[tuple[str, tuple[str, ...]], object] = {}
+        self.seconds: dict[tuple[str, tuple[str, ...]], float] = {}
         self.audio: dict[str, object] = {}
-        self.seconds = 0.0
+        self.audio_s: dict[str, float] = {}
 
-    def __call__(self, utt_id: str, words: list[str]) -> float | None:
+    def __call__(self, utt_id: str, words: list[str]):
         from apa.audio import load_audio
-        from apa.reading import acoustic_match_of
+        from apa.reading import fit_of
 
         key = (utt_id, tuple(words))
         if key not in self.cache:
             if utt_id not in self.audio:
                 self.audio[utt_id] = load_audio(str(self.recs[utt_id].audio_source), check=False)
+                self.audio_s[utt_id] = len(self.audio[utt_id]) / 16000
             t0 = time.perf_counter()
-            self.cache[key] = acoustic_match_of(self.audio[utt_id], words)
-            self.seconds += time.perf_counter() - t0
+            self.cache[key] = fit_of(self.audio[utt_id], words)
+            self.seconds[key] = time.perf_counter() - t0
             if len(self.cache) % 100 == 0:
                 print(f"aligned {len(self.cache)} (clip, words) pairs", flush=True)
         return self.cache[key]
+
+    def seconds_of(self, utt_id: str, words: list[str]) -> float:
+        """The time the alignment of (clip, words) took (0 when it was not made)."""
+        return self.seconds.get((utt_id, tuple(words)), 0.0)
 
     @property
     def count(self) -> int:
         return len(self.cache)
 
 
-def run_checks(items: list[dict], n_edited: int, seed: int, acoustic: Acoustic | None = None) -> dict:
-    """The checks of the module doc; with `acoustic`, the guard is also read with the acoustic
+def run_checks(items: list[dict], n_edited: int, seed: int, fits: Fits | None = None) -> dict:
+    """The checks of the module doc; with `fits`, the guard is also read with the acoustic
     evidence (`apa.miscues.does_not_match`) and out["pairs"] has one record per guarded pair."""
-    from apa.miscues import does_not_match, find_miscues, heard_tokens
+    from apa.miscues import MISMATCH_BELOW, Acoustic, does_not_match, find_miscues, heard_tokens
 
     rng = random.Random(seed)
     out: dict = {"n": len(items), "n_edited": min(n_edited, len(items)), "pairs": [], "guarded": []}
 
     def guarded(kind: str, d: dict, text: str) -> dict:
         m = find_miscues(text.split(), heard_words(d))
-        a = h = None
-        if acoustic is not None:
-            a = acoustic(d["utt_id"], text.split())
-            if m.mismatch and a is not None:  # as apa.reading: the heard words aligned only then
-                h = acoustic(d["utt_id"], [t.text for t in heard_tokens(heard_words(d))])
+        ev, guard_s = None, None
+        if fits is not None:
+            a = fits(d["utt_id"], text.split())
+            h = None
+            if m.heard and m.match_ratio < MISMATCH_BELOW:  # as apa.reading: the heard words aligned only then
+                heard = [t.text for t in heard_tokens(heard_words(d))]
+                h = fits(d["utt_id"], heard)
+                guard_s = fits.seconds_of(d["utt_id"], text.split()) + fits.seconds_of(d["utt_id"], heard)
+            ev = Acoustic(text=a, heard=h)
+        fit = lambda f: None if f is None else {"phone": f.phone, "frame": round(f.frame, 4), "coverage": round(f.coverage, 4)}  # noqa: E731
         rec = {"kind": kind, "utt_id": d["utt_id"], "text": text, "heard": d["heard"],
                "match_ratio": round(m.match_ratio, 3), "phone_similarity": round(m.phone_similarity, 3),
                "confidence": None if m.confidence is None else round(m.confidence, 3),
-               "transcript_mismatch": m.mismatch, "acoustic_match": a, "heard_match": h,
-               "guard": does_not_match(m, a, h) if acoustic is not None else m.mismatch}
+               "transcript_mismatch": m.mismatch, "text_fit": fit(ev and ev.text), "heard_fit": fit(ev and ev.heard),
+               "guard": does_not_match(m, ev) if fits is not None else m.mismatch,
+               "audio_s": d["audio_s"], "guard_s": guard_s}
         out["pairs"].append(rec)
-        out["guarded"].append((kind, m, a, h))
+        out["guarded"].append((kind, m, ev, d["utt_id"]))
         return {"miscues": m, **rec}
 
     # true texts: the guard must not fire
@@ -215,9 +231,9 @@ def run_checks(items: list[dict], n_edited: int, seed: int, acoustic: Acoustic |
     return out
 
 
-SWEEP_FITS_BY = (-0.5, -0.25, 0.0, 0.25, 0.5)  # nats, the guard's margin (apa.miscues.HEARD_FITS_BY)
-SWEEP_FAR_BELOW = (-5.4, -5.8, -6.2, float("-inf"))  # nats (apa.miscues.ACOUSTIC_FAR_BELOW; -inf: off)
-SWEEP_SINGLE_CUT = (-3.5, -4.0, -4.5, -4.9)  # nats: transcript mismatch AND acoustic match below this
+SWEEP_FITS_BY = (-0.6, -0.4, -0.3, -0.2, 0.0, 0.25)  # nats per frame (apa.miscues.HEARD_FITS_BY)
+SWEEP_FILLER = (-4.0, -5.0, -6.0, -7.0)  # nats per frame (apa.miscues.FILLER_NATS)
+SWEEP_FAR_BELOW = (-5.8, -6.0, -6.2, -6.5, float("-inf"))  # nats (apa.miscues.ACOUSTIC_FAR_BELOW; -inf: off)
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
@@ -229,80 +245,94 @@ def quantiles(xs: list[float]) -> str:
     return " / ".join(f"{v[min(len(v) - 1, round(q * (len(v) - 1)))]:.2f}" for q in QUANTILES)
 
 
-def acoustic_section(res: dict, acoustic: Acoustic) -> list[str]:
-    """The report's part on the acoustic evidence: distributions, the cut sweeps, the true texts
-    the transcript alone took for another sentence."""
-    from apa.miscues import ACOUSTIC_FAR_BELOW, HEARD_FITS_BY, does_not_match
+def acoustic_section(res: dict, fits: Fits) -> list[str]:
+    """The report's part on the acoustic evidence: distributions, the cut sweeps, the guard's
+    time, the true texts the transcript alone or the guard took for another sentence."""
+    from apa.miscues import (ACOUSTIC_FAR_BELOW, FILLER_NATS, HEARD_FITS_BY, HEARD_UNALIGNED_BELOW, MISMATCH_BELOW,
+                             does_not_match)
 
     g = res["guarded"]
     n = {k: sum(1 for x in g if x[0] == k) for k in ("true", "different")}
 
     def fired(kind: str, **kw: float) -> int:
-        return sum(does_not_match(m, a, h, **kw) for k, m, a, h in g if k == kind)
-
-    def single(kind: str, cut: float) -> int:
-        return sum(m.mismatch if a is None else (m.mismatch and a < cut) for k, m, a, h in g if k == kind)
+        return sum(does_not_match(m, ev, **kw) for k, m, ev, _ in g if k == kind)
 
     lines = [
         "",
         "## The acoustic evidence",
         "",
-        f"Each (clip, text) pair force-aligned as the scorer aligns its reference (`apa.reading.acoustic_match_of`); "
-        f"acoustic match = mean phone log posterior of the alignment (`apa.annotate.acoustic_match`, nats). "
-        f"{acoustic.count} alignments, {acoustic.seconds / max(acoustic.count, 1):.2f} s each on average (1 thread).",
+        "Each (clip, text) pair force-aligned as the scorer aligns its reference (`apa.reading.fit_of`); its fit "
+        "(`apa.miscues.Fit`): `phone` = mean phone log posterior (`apa.annotate.acoustic_match`, nats), `clip_fit` = "
+        f"log posterior per frame of the whole clip, the frames left to the aligner's fillers at {FILLER_NATS} nats. "
+        f"{fits.count} alignments, {sum(fits.seconds.values()) / max(fits.count, 1):.2f} s each on average (1 thread).",
         "",
-        "| text | pairs | not aligned | acoustic match: min / 5% / 25% / median / 75% / 95% / max |",
-        "|---|---:|---:|---|",
+        "| text | pairs | not aligned | Fit.phone: min / 5% / 25% / median / 75% / 95% / max | coverage: median |",
+        "|---|---:|---:|---|---:|",
     ]
     for kind, label in (("true", "true text"), ("different", "a different sentence")):
-        a = [x[2] for x in g if x[0] == kind]
-        lines.append(f"| {label} | {len(a)} | {sum(v is None for v in a)} | {quantiles([v for v in a if v is not None])} |")
+        a = [ev.text for k, _, ev, _ in g if k == kind]
+        ok = [f for f in a if f is not None]
+        cov = sorted(f.coverage for f in ok)
+        lines.append(f"| {label} | {len(a)} | {len(a) - len(ok)} | {quantiles([f.phone for f in ok])} | "
+                     f"{cov[len(cov) // 2]:.2f} |" if cov else f"| {label} | {len(a)} | {len(a)} | - | - |")
     lines += [
         "",
-        "Where the transcript says mismatch, the clip is also aligned to the words heard; the margin is the "
-        "text's acoustic match minus that of the words heard (> 0: the text fits the recording better):",
+        f"Where fewer than {MISMATCH_BELOW:.2f} of the words were heard as written, the clip is also aligned to the words "
+        "heard; the margin is the text's clip_fit minus that of the words heard (> 0: the text fits the recording better):",
         "",
-        "| text | pairs the transcript calls a mismatch | margin computed | margin: min / 5% / 25% / median / 75% / 95% / max |",
-        "|---|---:|---:|---|",
+        "| text | transcript | pairs | margin computed | margin: min / 5% / 25% / median / 75% / 95% / max |",
+        "|---|---|---:|---:|---|",
     ]
     for kind, label in (("true", "true text"), ("different", "a different sentence")):
-        mm = [(a, h) for k, m, a, h in g if k == kind and m.mismatch]
-        margins = [a - h for a, h in mm if a is not None and h is not None]
-        lines.append(f"| {label} | {len(mm)} | {len(margins)} | {quantiles(margins)} |")
+        for sure in (True, False):
+            mm = [ev for k, m, ev, _ in g if k == kind and m.heard and m.match_ratio < MISMATCH_BELOW and m.mismatch == sure]
+            margins = [ev.text.clip_fit() - ev.heard.clip_fit() for ev in mm if ev.text is not None and ev.heard is not None]
+            lines.append(f"| {label} | {'says mismatch' if sure else 'unsure or alike'} | {len(mm)} | {len(margins)} | {quantiles(margins)} |")
     lines += [
         "",
-        f"The guard (`apa.miscues.does_not_match`) over its two cuts, fired on true texts / on a different "
-        f"sentence (of {n['true']} / {n['different']}); in use: margin {HEARD_FITS_BY}, far below {ACOUSTIC_FAR_BELOW}:",
+        f"The guard (`apa.miscues.does_not_match`) over its cuts, fired on true texts / on a different sentence "
+        f"(of {n['true']} / {n['different']}); in use: margin (fits_by) {HEARD_FITS_BY}, fillers {FILLER_NATS}, "
+        f"far below {ACOUSTIC_FAR_BELOW}, words heard not aligned: text below {HEARD_UNALIGNED_BELOW}. "
+        f"Far below {ACOUSTIC_FAR_BELOW}:",
         "",
-        "| margin (fits_by) \\ far below | " + " | ".join("off" if f == float("-inf") else f"{f}" for f in SWEEP_FAR_BELOW) + " |",
-        "|---|" + "---:|" * len(SWEEP_FAR_BELOW),
+        "| margin (fits_by) \\ fillers (nats) | " + " | ".join(f"{f}" for f in SWEEP_FILLER) + " |",
+        "|---|" + "---:|" * len(SWEEP_FILLER),
     ]
     for fb in SWEEP_FITS_BY:
-        cells = [f"{fired('true', fits_by=fb, far_below=f)} / {fired('different', fits_by=fb, far_below=f)}" for f in SWEEP_FAR_BELOW]
+        cells = [f"{fired('true', fits_by=fb, filler_nats=f)} / {fired('different', fits_by=fb, filler_nats=f)}" for f in SWEEP_FILLER]
         lines.append(f"| {fb} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Not used: one cut on the acoustic match alone (transcript mismatch AND acoustic match below the cut; "
-        "not aligned: the transcript), fired on true texts / on a different sentence:",
+        f"Margin {HEARD_FITS_BY}, fillers {FILLER_NATS}, over the far-below cut:",
         "",
-        "| cut (nats) | " + " | ".join(f"{c}" for c in SWEEP_SINGLE_CUT) + " |",
-        "|---|" + "---:|" * len(SWEEP_SINGLE_CUT),
-        "| fired | " + " | ".join(f"{single('true', c)} / {single('different', c)}" for c in SWEEP_SINGLE_CUT) + " |",
+        "| far below (nats) | " + " | ".join("off" if f == float("-inf") else f"{f}" for f in SWEEP_FAR_BELOW) + " |",
+        "|---|" + "---:|" * len(SWEEP_FAR_BELOW),
+        "| fired | " + " | ".join(f"{fired('true', far_below=f)} / {fired('different', far_below=f)}" for f in SWEEP_FAR_BELOW) + " |",
+    ]
+    secs = [(p["audio_s"], p["guard_s"]) for p in res["pairs"] if p["guard_s"] is not None]
+    five = sorted(t for a, t in secs if 4.0 <= a <= 6.0)
+    allt = sorted(t for _, t in secs) or [float("nan")]
+    lines += [
         "",
-        "True texts the transcript alone takes for another sentence:",
+        f"Time the guard adds (its two alignments, text and words heard, 1 thread) where it aligns "
+        f"({len(secs)} of {len(g)} pairs): median {allt[len(allt) // 2]:.2f} s, max {allt[-1]:.2f} s; "
+        + (f"on clips of 4-6 s ({len(five)}): median {five[len(five) // 2]:.2f} s, max {five[-1]:.2f} s." if five
+           else "no clip of 4-6 s among them.") + " Elsewhere it adds nothing.",
         "",
-        "| clip | text | heard | acoustic match of the text | of the words heard | guard |",
+        "True texts the transcript alone takes for another sentence, or the guard fires on:",
+        "",
+        "| clip | text | heard | Fit.phone of the text | clip_fit margin | guard |",
         "|---|---|---|---:|---:|---|",
     ]
-    for p in res["pairs"]:
-        if p["kind"] == "true" and p["transcript_mismatch"]:
-            fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-            lines.append(f"| {p['utt_id']} | {p['text']} | {p['heard']} | {fmt(p['acoustic_match'])} | "
-                         f"{fmt(p['heard_match'])} | {'fires' if p['guard'] else 'does not fire'} |")
+    for p, (_, m, ev, _) in zip(res["pairs"], g):
+        if p["kind"] == "true" and (p["transcript_mismatch"] or p["guard"]):
+            a = "-" if ev.text is None else f"{ev.text.phone:.2f}"
+            mg = "-" if ev.text is None or ev.heard is None else f"{ev.text.clip_fit() - ev.heard.clip_fit():.2f}"
+            lines.append(f"| {p['utt_id']} | {p['text']} | {p['heard']} | {a} | {mg} | {'fires' if p['guard'] else 'does not fire'} |")
     return lines
 
 
-def render(items: list[dict], res: dict, seed: int, offset: int = 0, acoustic: Acoustic | None = None) -> str:
+def render(items: list[dict], res: dict, seed: int, offset: int = 0, fits: Fits | None = None, split: str = "test") -> str:
     import platform
 
     import ctranslate2
@@ -315,14 +345,15 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0, acoustic: A
     audio_s = [d["audio_s"] for d in items]
     ne = res["n_edited"]
     lines = [
-        "# Transcription, miscues and the mismatch guard on Speechocean762 (test split)",
+        f"# Transcription, miscues and the mismatch guard on Speechocean762 ({split} split)",
         "",
         f"- date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}; machine: {machine()}; "
         f"python {platform.python_version()}, ctranslate2 {ctranslate2.__version__}",
-        f"- transcriber: {items[0]['model']} (apa.transcribe, int8, 1 thread); clips: {len(items)} test utterances "
+        f"- transcriber: {items[0]['model']} (apa.transcribe, int8, 1 thread); clips: {len(items)} {split} utterances "
         f"(every {2500 // len(items)}-th from {offset}), silence trimmed as the app does; edited-text checks on the first {ne}; seed {seed}",
-        f"- command: `python -m bench.check_miscues --n {len(items)} --edited {ne}{f' --offset {offset}' if offset else ''}"
-        f"{' --no-acoustic' if acoustic is None else ''}`",
+        f"- command: `python -m bench.check_miscues{f' --split {split}' if split != 'test' else ''} --n {len(items)} --edited {ne}"
+        f"{f' --offset {offset}' if offset else ''}{' --no-acoustic' if fits is None else ''}"
+        f"{' --out bench/results/miscues_tuning.md' if split != 'test' else ''}`",
         "",
         "| check | result |",
         "|---|---|",
@@ -334,7 +365,7 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0, acoustic: A
         f"| mismatch guard fired, a different sentence ({len(items)} clips), transcript only | {res['different_fired']} / {len(items)} "
         f"({100 * res['different_fired'] / len(items):.1f}%; highest match ratios {', '.join(f'{r:.2f}' for r in res['different_ratio_max'])}) |",
     ]
-    if acoustic is not None:
+    if fits is not None:
         lines += [
             f"| mismatch guard fired, true texts, with the acoustic evidence (as `apa.reading`) | **{res['true_fired_acoustic']}** |",
             f"| mismatch guard fired, a different sentence, with the acoustic evidence | **{res['different_fired_acoustic']} / {len(items)}** "
@@ -352,30 +383,31 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0, acoustic: A
         "(transcription errors, or the speakers' own miscues, which the corpus does not label). Precision counts every "
         "other insertion (omission) reported on the edited texts as a false one, so it is bounded by those.",
     ]
-    if acoustic is not None:
-        lines += acoustic_section(res, acoustic)
+    if fits is not None:
+        lines += acoustic_section(res, fits)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--edited", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--offset", type=int, default=0, help="first utterance (another offset: other clips)")
-    ap.add_argument("--transcripts", type=Path, default=RESULTS / "transcripts_so762_test.jsonl")
+    ap.add_argument("--split", choices=("test", "train"), default="test", help="train: the clips the guard's cuts are chosen on")
+    ap.add_argument("--transcripts", type=Path, default=None, help="default: bench/results/transcripts_so762_<split>.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "miscues.md")
     ap.add_argument("--no-acoustic", action="store_true", help="do not align: the guard from the transcript only")
     ap.add_argument("--pairs-out", type=Path, default=None,
                     help="also write one JSON line per guarded (clip, text) pair (for a closer look; not committed)")
     args = ap.parse_args(argv)
-    recs = pick_records(args.n, args.offset)
-    items = transcribe_all(recs, args.transcripts)
-    acoustic = None if args.no_acoustic else Acoustic(recs)
-    res = run_checks(items, args.edited, args.seed, acoustic)
+    recs = pick_records(args.n, args.offset, args.split)
+    items = transcribe_all(recs, args.transcripts or RESULTS / f"transcripts_so762_{args.split}.jsonl")
+    fits = None if args.no_acoustic else Fits(recs)
+    res = run_checks(items, args.edited, args.seed, fits)
     if args.pairs_out is not None:
         args.pairs_out.write_text("".join(json.dumps(p) + "\n" for p in res["pairs"]), encoding="utf-8")
-    table = render(items, res, args.seed, args.offset, acoustic)
+    table = render(items, res, args.seed, args.offset, fits, args.split)
     print(table)
     args.out.write_text(table, encoding="utf-8")
 

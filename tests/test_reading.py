@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from apa.errors import InputError, user_error
-from apa.miscues import ACOUSTIC_FAR_BELOW, HEARD_FITS_BY, apply_miscues, does_not_match, find_miscues, phone_similarity
+from apa.miscues import (ACOUSTIC_FAR_BELOW, FILLER_NATS, HEARD_FITS_BY, HEARD_UNALIGNED_BELOW, Acoustic, Fit, apply_miscues,
+                         does_not_match, find_miscues, phone_similarity)
 from apa.reading import NOTE_NO_TRANSCRIPT, NOTE_NOTHING_HEARD, TextMismatch, assess_reading
 from apa.schema import ERROR_OMISSION, Assessment, Insertion
 from apa.transcribe import HeardWord, Transcript
@@ -83,33 +84,58 @@ def test_mismatch_guard():
     assert not find_miscues(ref, heard("the weather is lovely in spring today", probability=0.1).words).mismatch
 
 
-POOR_MATCH = ACOUSTIC_FAR_BELOW + 1.0  # nats: a poor fit of the text, not poor enough on its own
+POOR = ACOUSTIC_FAR_BELOW + 1.0  # nats: a poor fit of the text, not poor enough on its own
 NO_MATCH = ACOUSTIC_FAR_BELOW - 1.0  # nats: the text does not fit the recording at all
-BETTER = HEARD_FITS_BY + 0.5  # nats: the text fits the recording this much better than the words heard
+BY = abs(HEARD_FITS_BY) + 0.5  # nats per frame: a clear difference of two fits
+
+
+def fit(frame: float, coverage: float = 1.0, phone: float = POOR) -> Fit:
+    return Fit(phone=phone, frame=frame, coverage=coverage)
+
+
+def test_clip_fit_charges_the_frames_left_to_fillers():
+    assert fit(-3.0).clip_fit() == pytest.approx(-3.0)
+    assert fit(-3.0, 0.5).clip_fit() == pytest.approx(0.5 * -3.0 + 0.5 * FILLER_NATS)
+    assert fit(-3.0, 0.5).clip_fit(-10.0) == pytest.approx(-6.5)
+    assert fit(-3.0, 1.7).clip_fit() == pytest.approx(-3.0)  # coverage is a share
+    assert fit(-3.0).usable and not fit(float("nan")).usable and not Fit(float("-inf"), -3.0, 1.0).usable
 
 
 def test_guard_with_acoustic_evidence():
     ref = CLIP_TEXT.split()
     hallucinated = find_miscues(ref, heard("Tuesday.").words)  # Whisper wrote what was never said
     assert hallucinated.mismatch  # the transcript alone takes it for another sentence
+    text = fit(-4.0)
     # the text fits the recording better than "Tuesday." does: a true reading, no guard
-    assert not does_not_match(hallucinated, POOR_MATCH, POOR_MATCH - BETTER)
+    assert not does_not_match(hallucinated, Acoustic(text, fit(-4.0 - BY)))
     other = find_miscues(ref, heard("the weather is lovely in spring today").words)
     # what was heard fits the recording better than the text: the guard
-    assert does_not_match(other, POOR_MATCH, POOR_MATCH + BETTER)
-    assert does_not_match(other, POOR_MATCH, POOR_MATCH + HEARD_FITS_BY)  # a tie is not enough to overrule
-    # no alignment of the text, or a failed one: the transcript decides, as without acoustic evidence
+    assert does_not_match(other, Acoustic(text, fit(-4.0 + BY)))
+    assert does_not_match(other, Acoustic(text, fit(-4.0 - HEARD_FITS_BY + 0.01)))  # just past the margin it fires
+    assert not does_not_match(other, Acoustic(text, fit(-4.0 - HEARD_FITS_BY - 0.05)))
+    # per frame of the whole clip: a few words heard that fit a fifth of it do not beat the text
+    assert not does_not_match(hallucinated, Acoustic(text, fit(-2.0, coverage=0.2)))
+    assert does_not_match(hallucinated, Acoustic(text, fit(-2.0, coverage=0.2)), filler_nats=-2.0)
+    # no acoustic evidence: the transcript decides, as before
     for m in (other, hallucinated):
-        assert does_not_match(m, None) and does_not_match(m, float("nan"), POOR_MATCH)
+        assert does_not_match(m, None)
     assert not does_not_match(find_miscues(ref, heard("we call it bear").words), None)
-    # the words heard not aligned: the transcript's mismatch stands
-    assert does_not_match(hallucinated, POOR_MATCH, None)
-    # a very poor fit of the text is enough with few words heard as written, however unsure the transcript
+    # the text did not align but the words heard did: another sentence; neither aligned: the transcript
+    assert does_not_match(other, Acoustic(None, fit(-3.0))) and does_not_match(other, Acoustic(fit(float("nan")), fit(-3.0)))
+    assert does_not_match(other, Acoustic(None, None))
     unsure = find_miscues(ref, heard("the weather is lovely in spring today", probability=0.1).words)
-    assert not unsure.mismatch and not does_not_match(unsure, POOR_MATCH) and does_not_match(unsure, NO_MATCH)
+    assert not unsure.mismatch and does_not_match(unsure, Acoustic(None, fit(-3.0))) and not does_not_match(unsure, Acoustic(None, None))
+    # the words heard did not align: the text's own fit decides
+    assert does_not_match(hallucinated, Acoustic(fit(-3.0, phone=HEARD_UNALIGNED_BELOW - 0.1), None))
+    assert not does_not_match(hallucinated, Acoustic(fit(-3.0, phone=HEARD_UNALIGNED_BELOW + 0.1), None))
+    # a very poor fit of the text is enough with few words heard as written, however unsure the transcript
+    assert not does_not_match(unsure, Acoustic(text, fit(-2.0)))
+    assert does_not_match(unsure, Acoustic(fit(-4.0, phone=NO_MATCH), fit(-6.0)))
     # but never when the words were heard, nor when nothing was heard
-    assert not does_not_match(find_miscues(ref, heard("we call it bear").words), NO_MATCH)
-    assert not does_not_match(find_miscues(ref, []), NO_MATCH)
+    said = find_miscues(ref, heard("we call it bear").words)
+    assert not does_not_match(said, Acoustic(fit(-6.0, phone=NO_MATCH), fit(-1.0)))
+    assert not does_not_match(said, Acoustic(None, fit(-1.0)))
+    assert not does_not_match(find_miscues(ref, []), Acoustic(fit(-6.0, phone=NO_MATCH), None))
 
 
 def test_apply_miscues_marks_words_and_completeness(make_assessment):
@@ -181,54 +207,59 @@ def acoustic_scorer(fake_scorer_class, match: float | None):
 
 
 class FakeAligner:
-    """`align_heard` for assess_reading: a fixed acoustic match for the words heard; records calls."""
+    """`align_words` for assess_reading: fixed fits for the text and for any other words; records calls."""
 
-    def __init__(self, match: float | None):
-        self.match, self.calls = match, []
+    def __init__(self, text: Fit | None, other: Fit | None):
+        self.text, self.other, self.calls = text, other, []
 
     def __call__(self, audio, words):
         self.calls.append(list(words))
-        return self.match
+        return self.text if list(words) == CLIP_TEXT.split() else self.other
 
 
-def test_reading_guard_uses_the_acoustic_match(fake_scorer_class):
+def test_reading_guard_uses_the_acoustic_evidence(fake_scorer_class):
     hallucination, other = FakeTranscriber("Tuesday."), FakeTranscriber("the weather is lovely in spring today")
+    s = acoustic_scorer(fake_scorer_class, POOR)
     # hallucinated transcript, the text fits the recording better than it: miscues, no guard
-    worse = FakeAligner(POOR_MATCH - BETTER)
-    a = assess_reading(acoustic_scorer(fake_scorer_class, POOR_MATCH), AUDIO, CLIP_TEXT, hallucination, align_heard=worse)
+    worse = FakeAligner(fit(-4.0), fit(-4.0 - BY))
+    a = assess_reading(s, AUDIO, CLIP_TEXT, hallucination, align_words=worse)
     assert a.text == CLIP_TEXT and a.heard == "Tuesday." and not a.free_speech
-    assert worse.calls == [["TUESDAY"]]
+    assert worse.calls == [CLIP_TEXT.split(), ["TUESDAY"]]
     # another sentence heard, and it fits the recording better than the text: the guard
-    better = FakeAligner(POOR_MATCH + BETTER)
-    s = acoustic_scorer(fake_scorer_class, POOR_MATCH)
+    better = FakeAligner(fit(-4.0), fit(-4.0 + BY))
     with pytest.raises(TextMismatch):
-        assess_reading(s, AUDIO, CLIP_TEXT, other, align_heard=better)
-    free = assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="free_speech", align_heard=better)
+        assess_reading(s, AUDIO, CLIP_TEXT, other, align_words=better)
+    free = assess_reading(s, AUDIO, CLIP_TEXT, other, on_mismatch="free_speech", align_words=better)
     assert free.free_speech and free.notes
-    # no alignment: the transcript rule as before, the hallucination included; nothing else is aligned
-    for s in (acoustic_scorer(fake_scorer_class, None), fake_scorer_class()):
-        unused = FakeAligner(POOR_MATCH - BETTER)
-        with pytest.raises(TextMismatch):
-            assess_reading(s, AUDIO, CLIP_TEXT, hallucination, align_heard=unused)
-        assert not assess_reading(s, AUDIO, CLIP_TEXT, FakeTranscriber("we call it bear"), align_heard=unused).notes
-        assert unused.calls == []
-    # a transcript that matches: the words heard are not aligned
-    unused = FakeAligner(0.0)
-    assess_reading(acoustic_scorer(fake_scorer_class, NO_MATCH + 0.5), AUDIO, CLIP_TEXT, FakeTranscriber("we call it bear"),
-                   align_heard=unused)
+    # an unsure transcript of another sentence, and the text does not align to the recording at all
+    unsure = FakeTranscriber("the weather is lovely in spring today")
+    unsure.transcribe = lambda audio: heard("the weather is lovely in spring today", probability=0.1)
+    with pytest.raises(TextMismatch):
+        assess_reading(s, AUDIO, CLIP_TEXT, unsure, align_words=FakeAligner(None, fit(-3.0)))
+    assert assess_reading(s, AUDIO, CLIP_TEXT, unsure, align_words=FakeAligner(fit(-4.0), fit(-3.0))).text == CLIP_TEXT
+    # a scorer that does not align: the transcript rule as before, the hallucination included; nothing is aligned
+    unused = FakeAligner(fit(-4.0), fit(-4.0 - BY))
+    with pytest.raises(TextMismatch):
+        assess_reading(fake_scorer_class(), AUDIO, CLIP_TEXT, hallucination, align_words=unused)
+    assert not assess_reading(fake_scorer_class(), AUDIO, CLIP_TEXT, FakeTranscriber("we call it bear"), align_words=unused).notes
+    assert unused.calls == []
+    # a transcript that matches: nothing more is aligned
+    assess_reading(acoustic_scorer(fake_scorer_class, NO_MATCH), AUDIO, CLIP_TEXT, FakeTranscriber("we call it bear"),
+                   align_words=unused)
     assert unused.calls == []
 
 
-def test_acoustic_match_of_words(speech):
+def test_fit_of_words(speech):
     from apa.audio import trim_silence
-    from apa.reading import acoustic_match_of
+    from apa.reading import fit_of
 
     audio = trim_silence(speech)
-    own = acoustic_match_of(audio, CLIP_TEXT.split())
-    assert own is not None and own < 0
-    wrong = acoustic_match_of(audio, "THE WEATHER IS LOVELY IN SPRING TODAY".split())
-    assert wrong is None or wrong < own
-    assert acoustic_match_of(audio, []) is None
+    own = fit_of(audio, CLIP_TEXT.split())
+    assert own is not None and own.phone < 0 and own.frame < 0 and 0 < own.coverage <= 1
+    wrong = fit_of(audio, "THE WEATHER IS LOVELY IN SPRING TODAY".split())
+    assert wrong is None or wrong.clip_fit() < own.clip_fit()
+    assert fit_of(audio, []) is None
+    assert fit_of(np.zeros(16000, np.float32), CLIP_TEXT.split()) is None  # silence does not align
 
 
 @pytest.mark.parametrize("text", ["", "   ", None])
