@@ -6,9 +6,9 @@
 
 Writes to --out: `gopt.json` + `gopt.safetensors` (the fold models; training.train copies them
 into the adapter with `--evidence_gopt`), `oof.npz` (each training utterance's out-of-fold
-prediction: what the audio LMM trains on), `resolved_config.json`, and with --eval-split the
-ensemble's own PCC / SCC on that split (`metrics.json`, also printed): how good the evidence
-columns are before the LMM reads them.
+prediction: what the audio LMM trains on), `resolved_config.json`, and `metrics.json` /
+`metrics.md`: PCC / SCC of the out-of-fold predictions and, with --eval-split, of the ensemble
+on that split: how good the evidence columns are before the LMM reads them.
 """
 
 from __future__ import annotations
@@ -127,9 +127,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split)
         metrics[args.eval_split] = scores(test, ens.predict(test))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "metrics.md").write_text(to_markdown(metrics))
     (out / "resolved_config.json").write_text(json.dumps({"args": asdict(args), "gopt": asdict(config)}, indent=2))
     for split, m in metrics.items():
         print(f"\n{split}: " + ", ".join(f"{k} {v['pcc']:.3f}/{v['scc']:.3f}" for k, v in m.items()))
+
+
+def to_markdown(metrics: dict[str, dict[str, dict[str, float]]]) -> str:
+    """metrics.json -> a table: one row per prediction, PCC / SCC per split."""
+    splits = list(metrics)
+    rows = ["| prediction | " + " | ".join(f"{s} PCC / SCC" for s in splits) + " |", "|---|" + "---:|" * len(splits)]
+    for name in metrics[splits[0]]:
+        rows.append(f"| {name} | " + " | ".join(f"{metrics[s][name]['pcc']:.3f} / {metrics[s][name]['scc']:.3f}" for s in splits) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def save_oof(directory: str | os.PathLike, utt_ids: Sequence[str], predictions: Sequence[np.ndarray]) -> Path:
