@@ -21,6 +21,7 @@ Files in an adapter directory: `gopt.json` (GOPTConfig) and `gopt.safetensors` (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -202,26 +203,41 @@ class GOPTEnsemble(nn.Module):
         self.models = nn.ModuleList(models if models is not None else [GOPT(config) for _ in range(config.folds)])
 
     @torch.inference_mode()
-    def predict(self, utterances: Sequence[Utterance], members: Sequence[int] | None = None) -> list[np.ndarray]:
+    def predict(self, utterances: Sequence[Utterance], members: Sequence[int] | None = None,
+                batch_size: int = 64) -> list[np.ndarray]:
         """Per utterance, (n_phones, len(OUTPUT_NAMES)) predictions on the labels' scales, the
-        mean over `members` (default all fold models); NaN on rows whose features are all NaN."""
-        members = range(len(self.models)) if members is None else members
+        mean over `members` (default all fold models); NaN on rows whose features are all NaN.
+
+        Runs in padded batches on one CPU thread: the matrices are tiny, and more threads only
+        contend with the rest of the process (time per clip: bench/results/gopt_speed.md)."""
+        members = list(range(len(self.models)) if members is None else members)
         self.eval()  # no dropout at inference
-        out = []
-        for u in utterances:
-            if not len(u.phones):
+        out: list[np.ndarray] = []
+        with one_thread():
+            for i in range(0, len(utterances), batch_size):
+                out += self._predict_batch(utterances[i : i + batch_size], members)
+        return out
+
+    def _predict_batch(self, utts: Sequence[Utterance], members: Sequence[int]) -> list[np.ndarray]:
+        if not any(len(u.phones) for u in utts):
+            return [np.zeros((0, len(OUTPUT_NAMES)), np.float32) for _ in utts]
+        b = _batch([u for u in utts if len(u.phones)])
+        runs = [self.models[m](b["features"], b["ids"], b["pad"]) for m in members]
+        phone = torch.stack([r[0] for r in runs]).mean(0)  # (B, n)
+        word = torch.stack([r[1] for r in runs]).mean(0)  # (B, n, W)
+        sent = torch.stack([r[2] for r in runs]).mean(0)  # (B, S)
+        out, k = [], 0
+        for u in utts:
+            n = len(u.phones)
+            if not n:
                 out.append(np.zeros((0, len(OUTPUT_NAMES)), np.float32))
                 continue
-            b = _batch([u])
-            acc = torch.zeros(len(u.phones), len(OUTPUT_NAMES))
-            for m in members:
-                phone, word, sent = self.models[m](b["features"], b["ids"], b["pad"])
-                wmean = _word_means(word[0], np.asarray(u.word))
-                acc += torch.cat([phone[0, :, None] * PHONE_SCALE, wmean * SCORE_SCALE,
-                                  sent[0].expand(len(u.phones), -1) * SCORE_SCALE], dim=1)
-            pred = (acc / len(members)).numpy().astype(np.float32)
+            wmean = _word_means(word[k, :n], np.asarray(u.word))
+            pred = torch.cat([phone[k, :n, None] * PHONE_SCALE, wmean * SCORE_SCALE,
+                              sent[k].expand(n, -1) * SCORE_SCALE], dim=1).numpy().astype(np.float32)
             pred[np.isnan(np.asarray(u.features, np.float64)).all(axis=1)] = np.nan
             out.append(pred)
+            k += 1
         return out
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -242,6 +258,17 @@ class GOPTEnsemble(nn.Module):
         ens = cls(config)
         ens.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
         return ens.eval()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch's intra-op threads set to 1 inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _word_means(word_pred: torch.Tensor, word: np.ndarray) -> torch.Tensor:

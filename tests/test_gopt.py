@@ -116,3 +116,16 @@ def test_append_predictions_checks_the_phone_count():
     assert out.shape == (4, F + len(OUTPUT_NAMES)) and (out[:, :F] == 0).all()
     with pytest.raises(ValueError):
         append_predictions(ens, np.zeros((3, F), np.float32), ref)
+
+
+def test_batched_prediction_equals_one_by_one_and_keeps_threads():
+    utts = synthetic(9, seed=3)
+    ens = GOPTEnsemble(small_config(utts))
+    for p in ens.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    torch.set_num_threads(1)
+    together = ens.predict(utts + [Utterance(np.zeros((0, F), np.float32), (), np.zeros(0, np.int64))], batch_size=4)
+    assert together[-1].shape == (0, len(OUTPUT_NAMES))
+    for u, p in zip(utts, together):
+        np.testing.assert_allclose(p, ens.predict([u])[0], rtol=1e-4, atol=1e-5)
+    assert torch.get_num_threads() == 1
