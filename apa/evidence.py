@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,20 +83,26 @@ class EvidenceConfig:
         return [None if not math.isfinite(v) else int(np.searchsorted(self.level_edges, v, side="right")) for v in x]
 
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / CONFIG_FILE
-        path.write_text(json.dumps(asdict(self), indent=2))
-        return path
+        return write_config(self, Path(directory) / CONFIG_FILE)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> EvidenceConfig | None:
         """The config saved in an adapter dir, or None for an adapter that takes no evidence."""
-        path = Path(directory) / CONFIG_FILE
-        if not path.is_file():
-            return None
-        d = json.loads(path.read_text())
-        for k in ("feature_names", "level_edges", "mean", "std"):
-            d[k] = tuple(d[k])
-        return cls(**d)
+        return read_config(cls, Path(directory) / CONFIG_FILE)
+
+
+def write_config(config: Any, path: Path) -> Path:
+    """A frozen config dataclass as indented JSON at `path`."""
+    path.write_text(json.dumps(asdict(config), indent=2))
+    return path
+
+
+def read_config(cls: type, path: Path) -> Any:
+    """The `cls` instance `write_config` saved at `path` (JSON lists back to tuples), or None
+    when there is no such file."""
+    if not path.is_file():
+        return None
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items()})
 
 
 def fit_config(

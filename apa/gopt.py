@@ -22,11 +22,10 @@ Files in an adapter directory: `gopt.json` (GOPTConfig) and `gopt.safetensors` (
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,19 +57,16 @@ class GOPTConfig:
     folds: int = 5
 
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / CONFIG_FILE
-        path.write_text(json.dumps(asdict(self), indent=2))
-        return path
+        from apa.evidence import write_config
+
+        return write_config(self, Path(directory) / CONFIG_FILE)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> GOPTConfig | None:
-        path = Path(directory) / CONFIG_FILE
-        if not path.is_file():
-            return None
-        d = json.loads(path.read_text())
-        for k in ("feature_names", "mean", "std"):
-            d[k] = tuple(d[k])
-        return cls(**d)
+        """The config saved in `directory`, or None where there is none."""
+        from apa.evidence import read_config
+
+        return read_config(cls, Path(directory) / CONFIG_FILE)
 
 
 @dataclass(frozen=True)
