@@ -16,6 +16,10 @@ index; output: (n_phones, len(OUTPUT_NAMES)) on the labels' scales (phone 0-2, o
 word and sentence predictions repeat on every phone of their word / the clip. Rows whose
 alignment failed (NaN features) get NaN predictions: no evidence stays no evidence.
 
+The reported scores can also lean on the helper directly (`blend`): each phone, word and sentence
+score becomes a weighted mean of the LMM's reading and the helper's prediction
+(`DecodeOptions.gopt_blend`; 0 gives the LMM's own reading, the paper's method).
+
 Files in an adapter directory: `gopt.json` (GOPTConfig) and `gopt.safetensors` (fold models).
 """
 
@@ -31,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from apa.schema import Assessment
 
 CONFIG_FILE = "gopt.json"
 WEIGHTS_FILE = "gopt.safetensors"
@@ -202,7 +208,8 @@ class GOPTEnsemble(nn.Module):
     def predict(self, utterances: Sequence[Utterance], members: Sequence[int] | None = None,
                 batch_size: int = 64) -> list[np.ndarray]:
         """Per utterance, (n_phones, len(OUTPUT_NAMES)) predictions on the labels' scales, the
-        mean over `members` (default all fold models); NaN on rows whose features are all NaN.
+        mean over `members` (default all fold models); NaN on rows with a NaN feature (not
+        aligned: apa.align's fallback keeps only log_frames).
 
         Runs in padded batches on one CPU thread: the matrices are tiny, and more threads only
         contend with the rest of the process (time per clip: bench/results/gopt_speed.md)."""
@@ -231,7 +238,7 @@ class GOPTEnsemble(nn.Module):
             wmean = _word_means(word[k, :n], np.asarray(u.word))
             pred = torch.cat([phone[k, :n, None] * PHONE_SCALE, wmean * SCORE_SCALE,
                               sent[k].expand(n, -1) * SCORE_SCALE], dim=1).numpy().astype(np.float32)
-            pred[np.isnan(np.asarray(u.features, np.float64)).all(axis=1)] = np.nan
+            pred[np.isnan(np.asarray(u.features, np.float64)).any(axis=1)] = np.nan  # not aligned
             out.append(pred)
             k += 1
         return out
@@ -323,3 +330,34 @@ def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: 
         raise ValueError(f"{len(features)} feature rows for {len(phones)} reference phones")
     pred = ensemble.predict([Utterance(features, phones, word)])[0]
     return np.concatenate([features, pred], axis=1)
+
+
+def blend(assessment: Assessment, predictions: np.ndarray | None, weight: float) -> Assessment:
+    """The assessment with its phone, word (accuracy, total) and sentence (accuracy, fluency,
+    prosodic, total) scores moved to (1 - weight) * score + weight * the helper's prediction.
+
+    predictions: (n_phones, len(OUTPUT_NAMES)) in reference order (the last columns of the
+    model's evidence), or None; rows that are NaN (no alignment) leave their scores as they are.
+    Completeness and stress are the model's alone (the helper does not predict them). The
+    result's `extra["gopt_blend"]` records the weight used (0 where nothing was blended)."""
+    from dataclasses import replace
+
+    p = None if predictions is None else np.asarray(predictions, np.float64)
+    if weight <= 0 or p is None or not len(p) or not np.isfinite(p).any():
+        return replace(assessment, extra={**assessment.extra, "gopt_blend": 0.0})
+
+    def mix(score: float | None, pred: float) -> float | None:
+        return score if score is None or not math.isfinite(pred) else (1 - weight) * score + weight * float(pred)
+
+    words, k = [], 0
+    for w in assessment.words:
+        rows = p[k : k + len(w.phones)]
+        phones = tuple(replace(ph, score=mix(ph.score, rows[j, 0])) for j, ph in enumerate(w.phones))
+        first = rows[0] if len(rows) else np.full(p.shape[1], np.nan)
+        words.append(replace(w, phones=phones, accuracy=mix(w.accuracy, first[1]), total=mix(w.total, first[2])))
+        k += len(w.phones)
+    finite = p[np.isfinite(p).all(axis=1)]
+    sent = finite[0, 1 + len(WORD_TARGETS):] if len(finite) else np.full(len(SENTENCE_TARGETS), np.nan)
+    s = assessment.sentence
+    sentence = replace(s, **{a: mix(getattr(s, a), sent[i]) for i, a in enumerate(SENTENCE_TARGETS)})
+    return replace(assessment, words=tuple(words), sentence=sentence, extra={**assessment.extra, "gopt_blend": weight})

@@ -62,17 +62,22 @@ class DecodeOptions:
     the clips to one length costs more than it saves). feedback: align every clip (`apa.align`) and
     put word and phone times and the phones heard instead on the result (`apa.annotate`), also for
     a model that takes no evidence; False: align only when the model takes evidence, and give
-    results without times (the scores are the same either way)."""
+    results without times (the scores are the same either way). gopt_blend: for a model with a
+    GOPT helper (`apa.gopt`), the weight of the helper's predictions in the reported phone, word
+    and sentence scores (`apa.gopt.blend`; 0: the LMM's own reading)."""
 
     mode: str = "expected"
     batch_size: int = 8
     fast: bool = True
     batch_clips: bool | None = None
     feedback: bool = True
+    gopt_blend: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if not 0.0 <= self.gopt_blend <= 1.0:
+            raise ValueError(f"gopt_blend must be within [0, 1], not {self.gopt_blend}")
 
     @property
     def decoder(self) -> str:
@@ -173,8 +178,10 @@ class AudioLMMScorer:
 
         alignments = self.alignments(audios, references)
         evidence = [None if a is None or self.evidence is None else a.features() for a in alignments]
+        evidence = self.evidence_inputs(evidence, references)
         readings = self.read_many(audios, references, evidence=evidence)
-        out = [to_assessment(ref, r, self.options.mode, self.name) for ref, r in zip(references, readings)]
+        out = [self.blended(to_assessment(ref, r, self.options.mode, self.name), e)
+               for ref, r, e in zip(references, readings, evidence)]
         if not self.options.feedback:
             return out
         return [annotate(a, al) for a, al in zip(out, alignments)]
@@ -214,6 +221,15 @@ class AudioLMMScorer:
 
         return [e if e is None or e.shape[1] == self.evidence.n_features else append_predictions(self.gopt, e, r)
                 for e, r in zip(evidence, references)]
+
+    def blended(self, assessment: Assessment, evidence: np.ndarray | None) -> Assessment:
+        """`apa.gopt.blend` of the assessment with the GOPT helper's columns of its clip's evidence
+        (as `evidence_inputs` gives it) at options.gopt_blend; unchanged without a helper."""
+        if self.gopt is None or evidence is None:
+            return assessment
+        from apa.gopt import OUTPUT_NAMES, blend
+
+        return blend(assessment, np.asarray(evidence)[:, -len(OUTPUT_NAMES):], self.options.gopt_blend)
 
     def plans_for(self, references: Sequence[Reference], evidence: Sequence[np.ndarray | None] | None = None) -> list[Plan]:
         """Plans of a batch of clips: one per reference, or per clip for a model whose prompt

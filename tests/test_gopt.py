@@ -129,3 +129,40 @@ def test_batched_prediction_equals_one_by_one_and_keeps_threads():
     for u, p in zip(utts, together):
         np.testing.assert_allclose(p, ens.predict([u])[0], rtol=1e-4, atol=1e-5)
     assert torch.get_num_threads() == 1
+
+
+def _assessment():
+    from apa.schema import Assessment, Phone, Sentence, Word
+
+    words = (Word("A", accuracy=8.0, stress=10.0, total=8.0, phones=(Phone("AH0", 2.0),)),
+             Word("CAT", accuracy=6.0, stress=10.0, total=6.0, phones=(Phone("K", 1.0), Phone("AE1", 2.0), Phone("T", 0.0))))
+    return Assessment(text="A CAT", sentence=Sentence(6.0, 7.0, 8.0, 10.0, 6.0), words=words, model="m")
+
+
+def test_blend_mixes_each_level_and_keeps_what_the_helper_does_not_predict():
+    from apa.gopt import blend
+
+    a = _assessment()
+    pred = np.zeros((4, len(OUTPUT_NAMES)))
+    pred[:, 0] = [0.0, 2.0, 1.0, 2.0]  # phones
+    pred[0, 1:3] = [2.0, 4.0]  # word A accuracy / total
+    pred[1:, 1:3] = [10.0, 8.0]  # word CAT
+    pred[:, 3:] = [10.0, 9.0, 0.0, 4.0]  # sentence accuracy, fluency, prosodic, total
+    b = blend(a, pred, 0.25)
+    assert [p.score for p in b.phones] == pytest.approx([1.5, 1.25, 1.75, 0.5])
+    assert (b.words[0].accuracy, b.words[0].total, b.words[1].accuracy, b.words[1].total) == pytest.approx((6.5, 7.0, 7.0, 6.5))
+    s = b.sentence
+    assert (s.accuracy, s.fluency, s.prosodic, s.total) == pytest.approx((7.0, 7.5, 6.0, 5.5))
+    assert s.completeness == 10.0 and b.words[1].stress == 10.0 and b.extra["gopt_blend"] == 0.25
+
+
+def test_blend_leaves_unaligned_rows_and_zero_weight_alone():
+    from apa.gopt import blend
+
+    a = _assessment()
+    pred = np.full((4, len(OUTPUT_NAMES)), np.nan)
+    assert blend(a, pred, 0.5).phones == a.phones and blend(a, pred, 0.5).extra["gopt_blend"] == 0.0
+    pred[1:] = 0.0  # word A not aligned, CAT aligned
+    b = blend(a, pred, 0.5)
+    assert b.words[0] == a.words[0] and b.words[1].accuracy == 3.0
+    assert blend(a, np.zeros((4, len(OUTPUT_NAMES))), 0.0).words == a.words

@@ -129,3 +129,8 @@ def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tm
     assert scorer.evidence_inputs(full, [ref, ref])[0] is full[0]  # already complete: unchanged
     result = scorer.assess(_clip(1.5, 0), "we call it bear")
     assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)
+    # the reported scores lean on the helper where the clip aligned (gopt_blend), and only then
+    assert result.extra["gopt_blend"] in (0.0, scorer.options.gopt_blend)
+    silent = scorer.assess(np.zeros(24000, np.float32), "we call it bear")
+    assert silent.extra["gopt_blend"] == 0.0
+

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=8, help="threads decoding the audio files")
     ap.add_argument("--evidence-features", default=None,
                     help="precomputed phone evidence of the split (training.align_corpus); default: aligned here")
+    ap.add_argument("--gopt-blend", type=float, default=DecodeOptions.gopt_blend,
+                    help="weight of a GOPT helper's predictions in the scores (apa.gopt.blend; 0: the LMM alone)")
     ap.add_argument("--control", default="silence", choices=CONTROLS, help="deaf control: score silence of the same length too")
     ap.add_argument("--out", required=True)
     return ap
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         model = str(assemble_apa_mini())
     device = config.pick_device(args.device)
     batch_size = args.batch_size or (256 if device.type == "cuda" else 8)
-    options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast")
+    options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast", gopt_blend=args.gopt_blend)
     scorer = AudioLMMScorer.from_pretrained(model, choice.adapter, device=device, dtype=args.dtype, options=options)
     records = load_split(config.corpus_dir(args.data), args.split)[: args.limit]
     if args.shard:
@@ -116,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             evidence = [table[r.utt_id].features if r.utt_id in table else nan_evidence(scorer, ref) for r, ref in zip(records, refs)]
         else:
             evidence = scorer.phone_evidence(audios, refs)
+        evidence = scorer.evidence_inputs(evidence, refs)  # + a GOPT helper's predictions
         print(f"phone evidence for {len(records)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
 
     # 2. decode once; both readings come from the same pass
@@ -127,10 +130,10 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     preds: dict[str, list] = {m: [] for m in MODES}
     with open(out / "predictions.jsonl", "w") as f:
-        for rec, rd in zip(records, readings):
+        for i, (rec, rd) in enumerate(zip(records, readings)):
             row = {"utt_id": rec.utt_id}
             for m in MODES:
-                a = to_assessment(rec.reference, rd, m, scorer.name)
+                a = scorer.blended(to_assessment(rec.reference, rd, m, scorer.name), evidence[i] if evidence else None)
                 preds[m].append(a)
                 row[m] = a.to_dict()
             f.write(json.dumps(row) + "\n")
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     device += f", {str(scorer.model.dtype).removeprefix('torch.')}"
     result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decoder": args.decoder,
               "batch_size": batch_size, "device": device, "load_seconds": round(load_seconds, 1),
-              "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS), "shard": args.shard}
+              "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS), "shard": args.shard,
+              "gopt_blend": args.gopt_blend if scorer.gopt is not None else None}
     md = [f"# {scorer.name} on {LABEL_SNAPSHOT}, {args.split} split ({len(records)} utterances)\n",
           f"Decoding: {seconds:.1f} s ({args.decoder} decoder, batch {batch_size}, {device}; audio files read in {load_seconds:.1f} s before)\n"]
     for m in MODES:

@@ -3,6 +3,7 @@
     python -m training.fit_gopt --features runs/align/so762.npz --out runs/gopt
     python -m training.fit_gopt --features runs/align/so762.npz --out runs/gopt --eval-split test
     python -m training.fit_gopt --features runs/feat/train.npz --eval-features runs/feat/test.npz --eval-split test --out runs/gopt
+    python -m training.fit_gopt --features F --eval-split test --out runs/gopt --evaluate-only True   # re-score only
 
 Writes to --out: `gopt.json` + `gopt.safetensors` (the fold models; training.train copies them
 into the adapter with `--evidence_gopt`), `oof.npz` (each training utterance's out-of-fold
@@ -37,6 +38,7 @@ class FitArguments:
     seed: int = 0
     eval_split: str = ""
     eval_features: str = ""  # default: --features
+    evaluate_only: bool = False  # score the ensemble already in --out on --eval-split (no fitting)
 
 
 def utterances(features_path: str, data: str, split: str) -> tuple[list[str], list[str], list]:
@@ -94,17 +96,27 @@ def scores(utts: Sequence, preds: Sequence[np.ndarray]) -> dict[str, dict[str, f
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, f in FitArguments.__dataclass_fields__.items():
-        ap.add_argument(f"--{name.replace('_', '-')}", type=type(f.default) if name not in ("features", "out") else str,
+        ap.add_argument(f"--{name.replace('_', '-')}", type=str if isinstance(f.default, bool) or name in ("features", "out") else type(f.default),
                         default=f.default if name not in ("features", "out") else None, required=name in ("features", "out"))
-    args = FitArguments(**vars(ap.parse_args(argv)))
+    parsed = vars(ap.parse_args(argv))
+    parsed["evaluate_only"] = str(parsed["evaluate_only"]).lower() in ("1", "true", "yes")
+    args = FitArguments(**parsed)
     import torch
 
     from apa.align import load_corpus_meta
-    from apa.gopt import GOPTConfig, cross_fit, fit_normalisation
+    from apa.gopt import GOPTConfig, GOPTEnsemble, cross_fit, fit_normalisation
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.evaluate_only:  # the saved ensemble on --eval-split; the out-of-fold figures are kept
+        metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split)
+        metrics[args.eval_split] = scores(test, GOPTEnsemble.load(out).predict(test))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "metrics.md").write_text(to_markdown(metrics))
+        print(to_markdown(metrics))
+        return
 
     # 1. the training split's features and labels
     ids, speakers, utts = utterances(args.features, args.data, "train")

@@ -1,6 +1,7 @@
 """Metrics of one evaluation run in shards (`training.evaluate --shard K/N`), from their predictions.
 
     python -m training.merge_shards runs/eval-0 runs/eval-1 --out results/apa-mini-v2
+    python -m training.merge_shards runs/eval-0 runs/eval-1 --out DIR --gopt-blend 0.5 --adapter A --evidence-features F
 
 Reads each shard's predictions.jsonl and metrics.json, checks that together they cover the split
 once, and writes predictions.jsonl.gz, metrics.json and metrics.md in the format of
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("shards", nargs="+", help="output dirs of training.evaluate --shard K/N")
     ap.add_argument("--data", default=None, help="Speechocean762 root (default: $APA_SO762_DIR, else ../shared/speechocean762)")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--gopt-blend", type=float, default=0.0,
+                    help="blend the shards' scores with a GOPT helper's predictions at this weight (apa.gopt.blend), "
+                         "for shards evaluated without (--gopt-blend 0); needs --adapter and --evidence-features")
+    ap.add_argument("--adapter", default=None, help="adapter dir holding the GOPT helper (gopt.json)")
+    ap.add_argument("--evidence-features", default=None, help="the split's alignment features (training.align_corpus)")
     args = ap.parse_args(argv)
     metas = [json.loads((Path(d) / "metrics.json").read_text()) for d in args.shards]
     rows = [json.loads(line) for d in args.shards for line in (Path(d) / "predictions.jsonl").read_text().splitlines() if line]
@@ -36,10 +42,12 @@ def main(argv: list[str] | None = None) -> dict:
     if len(by_id) != len(rows) or set(by_id) != {r.utt_id for r in records}:
         raise SystemExit(f"the shards hold {len(rows)} rows for {len(by_id)} utterances; the {split} split has {len(records)}")
     labels = [r.labels for r in records]
+    if args.gopt_blend > 0:
+        blend_rows(by_id, records, args.adapter, args.evidence_features, args.gopt_blend)
     seconds = sum(m["decode_seconds"] for m in metas)
     result = {k: metas[0][k] for k in ("model", "decoder", "batch_size", "device")}
     result.update(labels=LABEL_SNAPSHOT, split=split, n=len(records), decode_seconds=round(seconds, 1),
-                  aspects=list(ASPECTS), shards=[m.get("shard") for m in metas])
+                  aspects=list(ASPECTS), shards=[m.get("shard") for m in metas], gopt_blend=args.gopt_blend)
     md = [f"# {result['model']} on {LABEL_SNAPSHOT}, {split} split ({len(records)} utterances)\n",
           f"Decoding: {seconds:.1f} s in all, {len(metas)} shards ({result['decoder']} decoder, batch "
           f"{result['batch_size']}, {result['device']})\n"]
@@ -56,6 +64,25 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "metrics.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return result
+
+
+def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, weight: float) -> None:
+    """Replace each row's readings by `apa.gopt.blend` of them with the adapter's GOPT helper's
+    predictions from the clip's alignment features (rows without features are left as they are)."""
+    from apa.align import load_corpus_features
+    from apa.gopt import OUTPUT_NAMES, GOPTEnsemble, append_predictions, blend
+
+    gopt = GOPTEnsemble.load(adapter) if adapter else None
+    if gopt is None or not features:
+        raise SystemExit("--gopt-blend needs --adapter (with a GOPT helper) and --evidence-features")
+    table = load_corpus_features(features)
+    for r in records:
+        if r.utt_id not in table:
+            continue
+        pred = append_predictions(gopt, table[r.utt_id].features, r.reference)[:, -len(OUTPUT_NAMES):]
+        row = by_id[r.utt_id]
+        for m in MODES:
+            row[m] = blend(Assessment.from_dict(row[m]), pred, weight).to_dict()
 
 
 if __name__ == "__main__":
