@@ -334,7 +334,8 @@ def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: 
 
 def blend(assessment: Assessment, predictions: np.ndarray | None, weight: float) -> Assessment:
     """The assessment with its phone, word (accuracy, total) and sentence (accuracy, fluency,
-    prosodic, total) scores moved to (1 - weight) * score + weight * the helper's prediction.
+    prosodic, total) scores moved to (1 - weight) * score + weight * the helper's prediction
+    (clipped to the labels' range).
 
     predictions: (n_phones, len(OUTPUT_NAMES)) in reference order (the last columns of the
     model's evidence), or None; rows that are NaN (no alignment) leave their scores as they are.
@@ -343,6 +344,8 @@ def blend(assessment: Assessment, predictions: np.ndarray | None, weight: float)
     from dataclasses import replace
 
     p = None if predictions is None else np.asarray(predictions, np.float64)
+    if p is not None and len(p):  # a regression head can overshoot the labels' range
+        p = np.concatenate([np.clip(p[:, :1], 0, PHONE_SCALE), np.clip(p[:, 1:], 0, SCORE_SCALE)], axis=1)
     if weight <= 0 or p is None or not len(p) or not np.isfinite(p).any():
         return replace(assessment, extra={**assessment.extra, "gopt_blend": 0.0})
 

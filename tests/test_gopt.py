@@ -166,3 +166,13 @@ def test_blend_leaves_unaligned_rows_and_zero_weight_alone():
     b = blend(a, pred, 0.5)
     assert b.words[0] == a.words[0] and b.words[1].accuracy == 3.0
     assert blend(a, np.zeros((4, len(OUTPUT_NAMES))), 0.0).words == a.words
+
+
+def test_blend_keeps_scores_in_the_labels_range():
+    from apa.gopt import blend
+
+    a = _assessment()
+    high = np.full((4, len(OUTPUT_NAMES)), 30.0)
+    b = blend(a, high, 1.0)
+    assert all(p.score == 2.0 for p in b.phones) and all(w.accuracy == 10.0 for w in b.words) and b.sentence.total == 10.0
+    assert all(p.score == 0.0 for p in blend(a, -high, 1.0).phones)
