@@ -66,11 +66,9 @@ REPO = Path(__file__).resolve().parents[1]
 def vad_pauses(probs: np.ndarray, frame_s: float, on: float, off: float, min_s: float = PAUSE_MIN_S) -> list[tuple[float, float]]:
     """Runs of non-speech frames (hysteresis: speech starts at >= on, goes on while >= off) of at
     least min_s seconds strictly between the first and the last speech frame, as (start, end) s."""
-    voiced = np.zeros(len(probs), bool)
-    state = False
-    for i, p in enumerate(probs):
-        state = p >= (off if state else on)
-        voiced[i] = state
+    from apa.audio.vad import hysteresis
+
+    voiced = hysteresis(probs, on, off)
     idx = np.flatnonzero(voiced)
     if idx.size == 0:
         return []

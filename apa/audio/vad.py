@@ -120,6 +120,17 @@ def _extend_edges(x: np.ndarray, start: int, end: int) -> tuple[int, int]:
     return min(start, i * EDGE_HOP), max(end, min(len(x), j * EDGE_HOP))
 
 
+def hysteresis(probs: np.ndarray, on: float = VAD_ON, off: float = VAD_OFF) -> np.ndarray:
+    """(n_frames,) speech probabilities -> (n_frames,) bool voiced: speech starts at a frame >= on
+    and goes on while frames stay >= off."""
+    voiced = np.zeros(len(probs), dtype=bool)
+    state = False
+    for i, p in enumerate(probs):
+        state = p >= (off if state else on)
+        voiced[i] = state
+    return voiced
+
+
 def find_speech(x: np.ndarray) -> SpeechSpan | None:
     """Locate speech: Silero VAD frames (hysteresis VAD_ON / VAD_OFF on 32 ms frame
     probabilities), the span's edges then extended over adjacent energetic frames (unvoiced
@@ -131,12 +142,7 @@ def find_speech(x: np.ndarray) -> SpeechSpan | None:
     Returns:
         The speech span in sample indices, or None if no frame is speech.
     """
-    probs = speech_probabilities(x)
-    voiced = np.zeros(len(probs), dtype=bool)
-    on = False
-    for i, p in enumerate(probs):
-        on = p >= (VAD_OFF if on else VAD_ON)
-        voiced[i] = on
+    voiced = hysteresis(speech_probabilities(x), VAD_ON, VAD_OFF)
     idx = np.flatnonzero(voiced)
     if idx.size == 0:
         return None
