@@ -1,0 +1,31 @@
+"""training.merge_shards: shards of an evaluation merge into one table over the whole split."""
+
+import json
+
+import pytest
+
+
+def _write_shard(path, records, k, n):
+    path.mkdir()
+    rows = [{"utt_id": r.utt_id, "expected": r.labels.to_dict(), "greedy": r.labels.to_dict()} for r in records[k::n]]
+    (path / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta = {"split": "test", "decode_seconds": 1.5, "model": "m", "decoder": "fast", "batch_size": 8, "device": "cpu", "shard": f"{k}/{n}"}
+    (path / "metrics.json").write_text(json.dumps(meta))
+
+
+def test_shards_merge_to_the_whole_split_and_a_missing_shard_is_refused(tmp_path, so762_dir):
+    from apa.data import load_split
+    from training.merge_shards import main
+
+    records = load_split(so762_dir, "test")
+    for k in (0, 1):
+        _write_shard(tmp_path / f"s{k}", records, k, 2)
+    result = main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--data", str(so762_dir), "--out", str(tmp_path / "out")])
+    assert result["n"] == len(records) and result["decode_seconds"] == 3.0 and result["gopt_blend"] == 0.0
+    assert result["expected"]["phone"]["pcc"] == pytest.approx(1.0)  # the labels themselves as predictions
+    assert (tmp_path / "out" / "metrics.md").is_file() and (tmp_path / "out" / "predictions.jsonl.gz").is_file()
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "s0"), "--data", str(so762_dir), "--out", str(tmp_path / "half")])
+    with pytest.raises(SystemExit):  # a blend needs the helper and the features
+        main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--data", str(so762_dir), "--out", str(tmp_path / "b"),
+              "--gopt-blend", "0.5"])
