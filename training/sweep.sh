@@ -57,6 +57,15 @@ case "${1:-}" in
       run v4-gopt-e5 \$gopt --evidence_level pred_phone --num_train_epochs 5
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
+  start5)  # round 5: adapters small enough for git (LoRA rank 6 / 8, encoder frozen), same evidence
+    setsid bash -c "
+      source training/sweep.sh define
+      CFG=training/configs/apa-mini-v5-small.yaml
+      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
+      run v5-small-r6 \$gopt
+      run v5-small-r8 \$gopt --lora_r 8 --lora_alpha 16
+      wait" > /root/sweep.log 2>&1 < /dev/null &
+    sleep 2; echo started ;;
   define) ;;
   wait)
     end=$((SECONDS + ${2:-540}))
