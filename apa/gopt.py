@@ -17,10 +17,13 @@ word and sentence predictions repeat on every phone of their word / the clip. Ro
 alignment failed (NaN features) get NaN predictions: no evidence stays no evidence.
 
 The reported scores can also lean on the helper directly (`blend`): each phone, word and sentence
-score becomes a weighted mean of the LMM's reading and the helper's prediction
-(`DecodeOptions.gopt_blend`; 0 gives the LMM's own reading, the paper's method).
+score becomes a weighted mean of the LMM's reading and the helper's prediction, with a weight
+per aspect (`BlendWeights`, fitted on a held-out train fold by training.fit_blend and saved with
+the adapter; `DecodeOptions.gopt_blend` overrides it; 0 gives the LMM's own reading, the paper's
+method).
 
-Files in an adapter directory: `gopt.json` (GOPTConfig) and `gopt.safetensors` (fold models).
+Files in an adapter directory: `gopt.json` (GOPTConfig), `gopt.safetensors` (fold models) and,
+where fitted, `blend.json` (BlendWeights).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ WORD_TARGETS = ("accuracy", "total")
 OUTPUT_NAMES = ("pred_phone",) + tuple(f"pred_word_{a}" for a in WORD_TARGETS) + tuple(f"pred_sent_{a}" for a in SENTENCE_TARGETS)
 PHONE_SCALE = 2.0  # phone labels are 0-2, word and sentence labels 0-10
 SCORE_SCALE = 10.0
+BLEND_ASPECTS = ("phone",) + tuple(f"word_{a}" for a in WORD_TARGETS) + tuple(f"sentence_{a}" for a in SENTENCE_TARGETS)
+BLEND_FILE = "blend.json"
+DEFAULT_BLEND = 0.5  # the helper's weight where no fitted weights were saved
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,45 @@ class GOPTConfig:
         from apa.evidence import read_config
 
         return read_config(cls, Path(directory) / CONFIG_FILE)
+
+
+@dataclass(frozen=True)
+class BlendWeights:
+    """The helper's weight in `blend` per aspect, in the order of OUTPUT_NAMES (BLEND_ASPECTS):
+    0 keeps the LMM's reading, 1 takes the helper's prediction."""
+
+    phone: float = DEFAULT_BLEND
+    word_accuracy: float = DEFAULT_BLEND
+    word_total: float = DEFAULT_BLEND
+    sentence_accuracy: float = DEFAULT_BLEND
+    sentence_fluency: float = DEFAULT_BLEND
+    sentence_prosodic: float = DEFAULT_BLEND
+    sentence_total: float = DEFAULT_BLEND
+
+    def __post_init__(self) -> None:
+        for a in BLEND_ASPECTS:
+            if not 0.0 <= getattr(self, a) <= 1.0:
+                raise ValueError(f"blend weight {a} must be within [0, 1], not {getattr(self, a)}")
+
+    @classmethod
+    def uniform(cls, weight: float) -> BlendWeights:
+        return cls(**{a: float(weight) for a in BLEND_ASPECTS})
+
+    def as_array(self) -> np.ndarray:
+        """(len(OUTPUT_NAMES),) float64."""
+        return np.array([getattr(self, a) for a in BLEND_ASPECTS], np.float64)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        from apa.evidence import write_config
+
+        return write_config(self, Path(directory) / BLEND_FILE)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> BlendWeights | None:
+        """The weights saved in `directory`, or None where there are none."""
+        from apa.evidence import read_config
+
+        return read_config(cls, Path(directory) / BLEND_FILE)
 
 
 @dataclass(frozen=True)
@@ -199,9 +244,10 @@ def train_one(config: GOPTConfig, utterances: Sequence[Utterance], *, epochs: in
 class GOPTEnsemble(nn.Module):
     """The fold models; `predict` averages them."""
 
-    def __init__(self, config: GOPTConfig, models: Sequence[GOPT] | None = None):
+    def __init__(self, config: GOPTConfig, models: Sequence[GOPT] | None = None, blend_weights: BlendWeights | None = None):
         super().__init__()
         self.config = config
+        self.blend_weights = blend_weights  # fitted with the LMM it helps (training.fit_blend), or None
         self.models = nn.ModuleList(models if models is not None else [GOPT(config) for _ in range(config.folds)])
 
     @torch.inference_mode()
@@ -258,7 +304,7 @@ class GOPTEnsemble(nn.Module):
         config = GOPTConfig.load(directory)
         if config is None:
             return None
-        ens = cls(config)
+        ens = cls(config, blend_weights=BlendWeights.load(directory))
         ens.load_state_dict(load_file(str(Path(directory) / WEIGHTS_FILE)))
         return ens.eval()
 
@@ -332,35 +378,38 @@ def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: 
     return np.concatenate([features, pred], axis=1)
 
 
-def blend(assessment: Assessment, predictions: np.ndarray | None, weight: float) -> Assessment:
+def blend(assessment: Assessment, predictions: np.ndarray | None, weight: float | BlendWeights) -> Assessment:
     """The assessment with its phone, word (accuracy, total) and sentence (accuracy, fluency,
-    prosodic, total) scores moved to (1 - weight) * score + weight * the helper's prediction
-    (clipped to the labels' range).
+    prosodic, total) scores moved to (1 - w) * score + w * the helper's prediction (clipped to
+    the labels' range), w the aspect's weight (one float: the same for all).
 
     predictions: (n_phones, len(OUTPUT_NAMES)) in reference order (the last columns of the
     model's evidence), or None; rows that are NaN (no alignment) leave their scores as they are.
     Completeness and stress are the model's alone (the helper does not predict them). The
-    result's `extra["gopt_blend"]` records the weight used (0 where nothing was blended)."""
-    from dataclasses import replace
+    result's `extra["gopt_blend"]` records the weights used ({aspect: w}; 0.0 where nothing
+    was blended)."""
+    from dataclasses import asdict, replace
 
+    weights = weight if isinstance(weight, BlendWeights) else BlendWeights.uniform(weight)
+    w = weights.as_array()
     p = None if predictions is None else np.asarray(predictions, np.float64)
     if p is not None and len(p):  # a regression head can overshoot the labels' range
         p = np.concatenate([np.clip(p[:, :1], 0, PHONE_SCALE), np.clip(p[:, 1:], 0, SCORE_SCALE)], axis=1)
-    if weight <= 0 or p is None or not len(p) or not np.isfinite(p).any():
+    if not (w > 0).any() or p is None or not len(p) or not np.isfinite(p).any():
         return replace(assessment, extra={**assessment.extra, "gopt_blend": 0.0})
 
-    def mix(score: float | None, pred: float) -> float | None:
-        return score if score is None or not math.isfinite(pred) else (1 - weight) * score + weight * float(pred)
+    def mix(score: float | None, pred: float, col: int) -> float | None:
+        return score if score is None or not math.isfinite(pred) else (1 - w[col]) * score + w[col] * float(pred)
 
     words, k = [], 0
-    for w in assessment.words:
-        rows = p[k : k + len(w.phones)]
-        phones = tuple(replace(ph, score=mix(ph.score, rows[j, 0])) for j, ph in enumerate(w.phones))
+    for wd in assessment.words:
+        rows = p[k : k + len(wd.phones)]
+        phones = tuple(replace(ph, score=mix(ph.score, rows[j, 0], 0)) for j, ph in enumerate(wd.phones))
         first = rows[0] if len(rows) else np.full(p.shape[1], np.nan)
-        words.append(replace(w, phones=phones, accuracy=mix(w.accuracy, first[1]), total=mix(w.total, first[2])))
-        k += len(w.phones)
+        words.append(replace(wd, phones=phones, accuracy=mix(wd.accuracy, first[1], 1), total=mix(wd.total, first[2], 2)))
+        k += len(wd.phones)
     finite = p[np.isfinite(p).all(axis=1)]
     sent = finite[0, 1 + len(WORD_TARGETS):] if len(finite) else np.full(len(SENTENCE_TARGETS), np.nan)
     s = assessment.sentence
-    sentence = replace(s, **{a: mix(getattr(s, a), sent[i]) for i, a in enumerate(SENTENCE_TARGETS)})
-    return replace(assessment, words=tuple(words), sentence=sentence, extra={**assessment.extra, "gopt_blend": weight})
+    sentence = replace(s, **{a: mix(getattr(s, a), sent[i], 1 + len(WORD_TARGETS) + i) for i, a in enumerate(SENTENCE_TARGETS)})
+    return replace(assessment, words=tuple(words), sentence=sentence, extra={**assessment.extra, "gopt_blend": asdict(weights)})

@@ -31,7 +31,7 @@ from apa.decoding.speculative import INITIAL_PRIOR, decode_clip, decode_clips, p
 from apa.decoding.tokens import PieceTokenizer
 from apa.decoding.trie import SlotReading
 from apa.evidence import EvidenceConfig, EvidenceProjector
-from apa.gopt import CONFIG_FILE as GOPT_CONFIG, WEIGHTS_FILE as GOPT_WEIGHTS, GOPTEnsemble
+from apa.gopt import CONFIG_FILE as GOPT_CONFIG, WEIGHTS_FILE as GOPT_WEIGHTS, BlendWeights, GOPTEnsemble
 from apa.prompts import PHONE_SCALE, Reference
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
@@ -64,19 +64,20 @@ class DecodeOptions:
     a model that takes no evidence; False: align only when the model takes evidence, and give
     results without times (the scores are the same either way). gopt_blend: for a model with a
     GOPT helper (`apa.gopt`), the weight of the helper's predictions in the reported phone, word
-    and sentence scores (`apa.gopt.blend`; 0: the LMM's own reading)."""
+    and sentence scores (`apa.gopt.blend`; 0: the LMM's own reading); None: the weights per
+    aspect fitted with the adapter (its blend.json), else apa.gopt.DEFAULT_BLEND."""
 
     mode: str = "expected"
     batch_size: int = 8
     fast: bool = True
     batch_clips: bool | None = None
     feedback: bool = True
-    gopt_blend: float = 0.5
+    gopt_blend: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
-        if not 0.0 <= self.gopt_blend <= 1.0:
+        if self.gopt_blend is not None and not 0.0 <= self.gopt_blend <= 1.0:
             raise ValueError(f"gopt_blend must be within [0, 1], not {self.gopt_blend}")
 
     @property
@@ -224,12 +225,24 @@ class AudioLMMScorer:
 
     def blended(self, assessment: Assessment, evidence: np.ndarray | None) -> Assessment:
         """`apa.gopt.blend` of the assessment with the GOPT helper's columns of its clip's evidence
-        (as `evidence_inputs` gives it) at options.gopt_blend; unchanged without a helper."""
+        (as `evidence_inputs` gives it) at `blend_weights`; unchanged without a helper."""
         if self.gopt is None or evidence is None:
             return assessment
         from apa.gopt import OUTPUT_NAMES, blend
 
-        return blend(assessment, np.asarray(evidence)[:, -len(OUTPUT_NAMES):], self.options.gopt_blend)
+        return blend(assessment, np.asarray(evidence)[:, -len(OUTPUT_NAMES):], self.blend_weights)
+
+    @property
+    def blend_weights(self) -> float | BlendWeights:
+        """The helper's weight in the reported scores: options.gopt_blend where set, else the
+        weights fitted with the adapter, else apa.gopt.DEFAULT_BLEND (0 without a helper)."""
+        from apa.gopt import DEFAULT_BLEND
+
+        if self.gopt is None:
+            return 0.0
+        if self.options.gopt_blend is not None:
+            return self.options.gopt_blend
+        return self.gopt.blend_weights or DEFAULT_BLEND
 
     def plans_for(self, references: Sequence[Reference], evidence: Sequence[np.ndarray | None] | None = None) -> list[Plan]:
         """Plans of a batch of clips: one per reference, or per clip for a model whose prompt

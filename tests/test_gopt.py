@@ -1,11 +1,13 @@
 """apa.gopt: the GOPT-style helper whose predictions join the phone evidence."""
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
 
 from apa.gopt import (
-    OUTPUT_NAMES, PHONES, GOPTConfig, GOPTEnsemble, Utterance, append_predictions, cross_fit, fit_normalisation,
+    OUTPUT_NAMES, PHONES, BlendWeights, GOPTConfig, GOPTEnsemble, Utterance, append_predictions, cross_fit, fit_normalisation,
     fold_assignment, phone_ids, reference_inputs, train_one,
 )
 
@@ -153,7 +155,30 @@ def test_blend_mixes_each_level_and_keeps_what_the_helper_does_not_predict():
     assert (b.words[0].accuracy, b.words[0].total, b.words[1].accuracy, b.words[1].total) == pytest.approx((6.5, 7.0, 7.0, 6.5))
     s = b.sentence
     assert (s.accuracy, s.fluency, s.prosodic, s.total) == pytest.approx((7.0, 7.5, 6.0, 5.5))
-    assert s.completeness == 10.0 and b.words[1].stress == 10.0 and b.extra["gopt_blend"] == 0.25
+    assert s.completeness == 10.0 and b.words[1].stress == 10.0
+    assert b.extra["gopt_blend"] == asdict(BlendWeights.uniform(0.25))
+
+
+def test_blend_weights_apply_per_aspect_and_travel_with_the_helper(tmp_path):
+    from apa.gopt import blend
+
+    a = _assessment()
+    pred = np.zeros((4, len(OUTPUT_NAMES)))
+    pred[:, 0] = [0.0, 2.0, 1.0, 2.0]
+    weights = BlendWeights(phone=1.0, word_accuracy=0.0, word_total=0.5, sentence_accuracy=0.0, sentence_fluency=0.0,
+                           sentence_prosodic=0.0, sentence_total=1.0)
+    b = blend(a, pred, weights)
+    assert [p.score for p in b.phones] == pytest.approx([0.0, 2.0, 1.0, 2.0])  # the helper's alone
+    assert [w.accuracy for w in b.words] == [w.accuracy for w in a.words]  # the LMM's alone
+    assert b.words[0].total == pytest.approx(a.words[0].total / 2) and b.sentence.total == 0.0
+    assert b.sentence.fluency == a.sentence.fluency
+    with pytest.raises(ValueError):
+        BlendWeights(phone=1.5)
+    config = GOPTConfig(feature_names=("a", "b"), mean=(0.0, 0.0), std=(1.0, 1.0), width=8, layers=1, heads=2, folds=2)
+    GOPTEnsemble(config).save(tmp_path)
+    assert GOPTEnsemble.load(tmp_path).blend_weights is None
+    weights.save(tmp_path)
+    assert GOPTEnsemble.load(tmp_path).blend_weights == weights == BlendWeights.load(tmp_path)
 
 
 def test_blend_leaves_unaligned_rows_and_zero_weight_alone():

@@ -4,6 +4,7 @@ weights and the projector, and a saved adapter loads back to identical scores.""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ def test_training_with_contextual_evidence_and_aux_loss_saves_what_the_scorer_lo
 
 
 def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tmp_path, so762_dir):
-    from apa.gopt import OUTPUT_NAMES, GOPTConfig, cross_fit, fit_normalisation
+    from apa.gopt import DEFAULT_BLEND, OUTPUT_NAMES, BlendWeights, GOPTConfig, cross_fit, fit_normalisation
     from training.align_corpus import main as align_corpus
     from training.fit_gopt import save_oof, utterances
     from training.train import main
@@ -130,7 +131,29 @@ def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tm
     result = scorer.assess(_clip(1.5, 0), "we call it bear")
     assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)
     # the reported scores lean on the helper where the clip aligned (gopt_blend), and only then
-    assert result.extra["gopt_blend"] in (0.0, scorer.options.gopt_blend)
+    assert scorer.blend_weights == DEFAULT_BLEND  # no blend.json fitted yet
+    assert result.extra["gopt_blend"] in (0.0, asdict(BlendWeights.uniform(DEFAULT_BLEND)))
     silent = scorer.assess(np.zeros(24000, np.float32), "we call it bear")
     assert silent.extra["gopt_blend"] == 0.0
+
+    # 2. held out: one utterance left out of training, then scored alone with the helper's
+    #    out-of-fold columns and no blend (training.fit_blend's inputs)
+    from training.evaluate import main as evaluate
+    from training.train import DataArguments, load_training_data
+
+    held = tmp_path / "heldout.txt"
+    held.write_text(ids[0] + "\n")
+    dataset, _, _ = load_training_data(DataArguments(data=str(so762_dir), max_train_samples=4, exclude_ids=str(held)))
+    assert len(dataset) == 4 and ids[0] not in {r.utt_id for r in dataset.records}  # the next one takes its place
+    res = evaluate(["--model", str(tiny_dir), "--adapter", str(out / "adapter"), "--data", str(so762_dir), "--split", "train",
+                    "--ids", str(held), "--evidence-features", str(feats), "--evidence-oof", str(gopt_dir),
+                    "--gopt-blend", "0", "--control", "none", "--device", "cpu", "--out", str(tmp_path / "eval")])
+    assert res["n"] == 1 and res["gopt_blend"] == 0.0
+    row = json.loads((tmp_path / "eval" / "predictions.jsonl").read_text())
+    assert row["utt_id"] == ids[0] and row["expected"]["extra"]["gopt_blend"] == 0.0
+
+    # 3. fitted weights saved with the adapter are what the scorer blends with
+    fitted = BlendWeights(phone=1.0, word_accuracy=0.2)
+    fitted.save(out / "adapter")
+    assert AudioLMMScorer.from_pretrained(tiny_dir, out / "adapter", device="cpu").blend_weights == fitted
 

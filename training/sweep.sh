@@ -7,7 +7,11 @@
 # phone-label loss, the shipped v2 on the whole test split, and the 7B architecture (random
 # weights) trained with the same evidence; round 4: the GOPT helper's cross-fitted predictions
 # as extra evidence columns (apa.gopt; fitted with training.fit_gopt, carried to $GOPT), read
-# as the prompt's match level or not, and for more epochs. Evaluations in float32.
+# as the prompt's match level or not, and for more epochs; round 5 (start5): adapters small
+# enough for git, saved in fp16 before they are evaluated (as shipped), scored unblended
+# (--gopt-blend 0: the blend is applied after, training.merge_shards), and one trained without
+# the helper's fold 0 and scored on it, for training.fit_blend ($HELDOUT: training.fit_blend ids).
+# Evaluations in float32.
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
 # Results: /root/results/<name>/{metrics.md,metrics.json,predictions.jsonl} + /root/runs/<name>/adapter.
@@ -16,14 +20,22 @@ export PYTHONPATH=/root/site:$PWD HF_HUB_OFFLINE=1 APA_CACHE=/root/cache PYTHONU
 DATA=/root/stage/speechocean762
 FEAT=/root/features
 GOPT=/root/gopt
+HELDOUT=/root/heldout.txt
+EVAL=${EVAL:-}
 CFG=${CFG:-training/configs/apa-mini-tuned.yaml}
-run() {  # name, extra training args...
+half() {  # an adapter's weights to fp16 in place (the precision it ships in)
+  python3 -c "import sys, torch; from safetensors.torch import load_file, save_file; p = sys.argv[1]
+save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in load_file(p).items()}, p, metadata={'format': 'pt'})" \
+    /root/runs/$1/adapter/adapter_model.safetensors
+}
+run() {  # name, extra training args... ($EVAL: extra evaluation args; $HALF=1: fp16 adapter first)
   local name=$1; shift
   mkdir -p /root/results/$name
   ( python3 -m training.train $CFG --data $DATA --output_dir /root/runs/$name --dataloader_num_workers 3 "$@" \
       > /root/results/$name/train.log 2>&1 \
+    && { [ -z "${HALF:-}" ] || half $name; } \
     && python3 -m training.evaluate --adapter /root/runs/$name/adapter --data $DATA --batch-size 128 \
-      --dtype float32 --evidence-features $FEAT/test.npz --out /root/results/$name > /root/results/$name/eval.log 2>&1
+      --dtype float32 --evidence-features $FEAT/test.npz --out /root/results/$name $EVAL > /root/results/$name/eval.log 2>&1
     echo "exit $?" > /root/results/$name/done ) &
 }
 ev() { echo --evidence_features $FEAT/train.npz --evidence_mode "$@"; }
@@ -62,8 +74,11 @@ case "${1:-}" in
       source training/sweep.sh define
       CFG=training/configs/apa-mini-v5-small.yaml
       gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
+      export HALF=1 EVAL='--gopt-blend 0'
       run v5-small-r6 \$gopt
       run v5-small-r8 \$gopt --lora_r 8 --lora_alpha 16
+      EVAL='--gopt-blend 0 --split train --ids $HELDOUT --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none' \
+        run v5-small-r6-f0 \$gopt --exclude_ids $HELDOUT
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;

@@ -41,6 +41,7 @@ class DataArguments:
     data: str = field(default="", metadata={"help": "Speechocean762 root (Kaldi layout) or parquet dir / Hub id"})
     train_split: str = "train"
     max_train_samples: int | None = None
+    exclude_ids: str = field(default="", metadata={"help": "file of utterance ids (one per line) left out of training, e.g. a held-out fold (training.fit_blend ids)"})
     evidence_features: str = field(default="", metadata={"help": "phone-evidence features of the split (training.align_corpus output)"})
     evidence_mode: str = field(default="", metadata={"help": "how the model takes the evidence: text, embedding or both (apa.evidence)"})
     slot_balance: float = field(default=0.0, metadata={"help": "loss weight of phone/word slots by label rarity: (top count / count) ** this (0: off)"})
@@ -149,6 +150,9 @@ def load_training_data(dargs: DataArguments):
     from apa.sft import SFTDataset, balanced_slot_weights, example_values
 
     records = load_split(dargs.data, dargs.train_split)
+    if dargs.exclude_ids:
+        held_out = set(Path(dargs.exclude_ids).read_text().split())
+        records = [r for r in records if r.utt_id not in held_out]
     if dargs.max_train_samples:
         records = records[: dargs.max_train_samples]
     evidence = ev_config = None
