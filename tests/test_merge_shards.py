@@ -29,3 +29,19 @@ def test_shards_merge_to_the_whole_split_and_a_missing_shard_is_refused(tmp_path
     with pytest.raises(SystemExit):  # a blend needs the helper and the features
         main([str(tmp_path / "s0"), str(tmp_path / "s1"), "--data", str(so762_dir), "--out", str(tmp_path / "b"),
               "--gopt-blend", "0.5"])
+
+
+def test_blend_weights_come_from_a_number_or_the_adapter(tmp_path):
+    from apa.gopt import BlendWeights
+    from training.merge_shards import blend_weights
+
+    assert blend_weights("0", None) == 0.0 and blend_weights("0.25", None) == 0.25
+    with pytest.raises(SystemExit):
+        blend_weights("1.5", None)
+    with pytest.raises(SystemExit):
+        blend_weights("half", None)
+    with pytest.raises(SystemExit):  # no blend.json there
+        blend_weights("adapter", str(tmp_path))
+    fitted = BlendWeights(phone=0.9)
+    fitted.save(tmp_path)
+    assert blend_weights("adapter", str(tmp_path)) == fitted

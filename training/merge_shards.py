@@ -2,6 +2,7 @@
 
     python -m training.merge_shards runs/eval-0 runs/eval-1 --out results/apa-mini-v2
     python -m training.merge_shards runs/eval-0 runs/eval-1 --out DIR --gopt-blend 0.5 --adapter A --evidence-features F
+    python -m training.merge_shards runs/eval --out DIR --gopt-blend adapter --adapter A --evidence-features F  # its blend.json
 
 Reads each shard's predictions.jsonl and metrics.json, checks that together they cover the split
 once, and writes predictions.jsonl.gz, metrics.json and metrics.md in the format of
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from apa import config
 from apa.data import LABEL_SNAPSHOT, load_split
+from apa.gopt import BLEND_FILE, BlendWeights
 from apa.metrics import ASPECTS, evaluate, to_dict, to_markdown
 from apa.schema import Assessment
 
@@ -28,9 +31,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("shards", nargs="+", help="output dirs of training.evaluate --shard K/N")
     ap.add_argument("--data", default=None, help="Speechocean762 root (default: $APA_SO762_DIR, else ../shared/speechocean762)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--gopt-blend", type=float, default=0.0,
+    ap.add_argument("--gopt-blend", default="0",
                     help="blend the shards' scores with a GOPT helper's predictions at this weight (apa.gopt.blend), "
-                         "for shards evaluated without (--gopt-blend 0); needs --adapter and --evidence-features")
+                         "or 'adapter': the weights fitted with the adapter (blend.json), for shards evaluated "
+                         "without (--gopt-blend 0); needs --adapter and --evidence-features")
     ap.add_argument("--adapter", default=None, help="adapter dir holding the GOPT helper (gopt.json)")
     ap.add_argument("--evidence-features", default=None, help="the split's alignment features (training.align_corpus)")
     args = ap.parse_args(argv)
@@ -42,12 +46,14 @@ def main(argv: list[str] | None = None) -> dict:
     if len(by_id) != len(rows) or set(by_id) != {r.utt_id for r in records}:
         raise SystemExit(f"the shards hold {len(rows)} rows for {len(by_id)} utterances; the {split} split has {len(records)}")
     labels = [r.labels for r in records]
-    if args.gopt_blend > 0:
-        blend_rows(by_id, records, args.adapter, args.evidence_features, args.gopt_blend)
+    weights = blend_weights(args.gopt_blend, args.adapter)
+    if weights:
+        blend_rows(by_id, records, args.adapter, args.evidence_features, weights)
     seconds = sum(m["decode_seconds"] for m in metas)
     result = {k: metas[0][k] for k in ("model", "decoder", "batch_size", "device")}
     result.update(labels=LABEL_SNAPSHOT, split=split, n=len(records), decode_seconds=round(seconds, 1),
-                  aspects=list(ASPECTS), shards=[m.get("shard") for m in metas], gopt_blend=args.gopt_blend)
+                  aspects=list(ASPECTS), shards=[m.get("shard") for m in metas],
+                  gopt_blend=asdict(weights) if isinstance(weights, BlendWeights) else weights)
     md = [f"# {result['model']} on {LABEL_SNAPSHOT}, {split} split ({len(records)} utterances)\n",
           f"Decoding: {seconds:.1f} s in all, {len(metas)} shards ({result['decoder']} decoder, batch "
           f"{result['batch_size']}, {result['device']})\n"]
@@ -66,7 +72,23 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, weight: float) -> None:
+def blend_weights(value: str, adapter: str | None) -> float | BlendWeights:
+    """--gopt-blend's value: a weight in [0, 1], or 'adapter' for the adapter's blend.json."""
+    if value == "adapter":
+        weights = BlendWeights.load(adapter) if adapter else None
+        if weights is None:
+            raise SystemExit(f"--gopt-blend adapter: no {BLEND_FILE} in {adapter}")
+        return weights
+    try:
+        weight = float(value)
+    except ValueError:
+        raise SystemExit(f"--gopt-blend takes a number in [0, 1] or 'adapter', not {value!r}") from None
+    if not 0.0 <= weight <= 1.0:
+        raise SystemExit(f"--gopt-blend must be within [0, 1], not {weight}")
+    return weight
+
+
+def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, weight: float | BlendWeights) -> None:
     """Replace each row's readings by `apa.gopt.blend` of them with the adapter's GOPT helper's
     predictions from the clip's alignment features (rows without features are left as they are)."""
     from apa.align import load_corpus_features
