@@ -2,6 +2,7 @@
 
     python -m bench.minimal_pairs [--adapter DIR|none] [--model ID|DIR] [--device cpu] [--limit N]
                                   [--cache DIR] [--verbose] [--out results.md] [--json results.json]
+                                  [--gopt-blend W]   # 0: the LMM alone, 1: the GOPT helper alone
 
 Every pair of `apa.minimal_pairs.PAIRS` is synthesised twice with espeak-ng from phoneme mnemonics
 (see that module): the canonical reading of the sentence, and a reading with one phone of one word
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8, help="clips per scorer batch")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    ap.add_argument("--gopt-blend", type=float, default=None,
+                    help="the GOPT helper's weight in the scores (0: the LMM alone, 1: the helper alone; "
+                         "default: the adapter's fitted weights)")
     ap.add_argument("--cache", type=Path, default=None, help="directory for the synthesised WAVs (default: a temp dir)")
     ap.add_argument("--verbose", action="store_true", help="also print one row per pair")
     ap.add_argument("--out", type=Path, default=None, help="write the report (markdown) here")
@@ -225,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     t0 = time.perf_counter()
-    options = DecodeOptions(batch_size=args.batch_size)
+    options = DecodeOptions(batch_size=args.batch_size, gopt_blend=args.gopt_blend)
     scorer = load_scorer(args.model, args.adapter, device=args.device, options=options)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -236,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# Minimal pairs: {scorer.name}\n\n"
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; repo {_git_rev()}\n"
-        f"- scorer: {scorer.name} on {scorer.device}, torch threads {args.threads}; {espeak_version()}, voice en-us\n"
+        f"- scorer: {scorer.name} on {scorer.device}, torch threads {args.threads}; {espeak_version()}, voice en-us; "
+        f"helper blend: {scorer.blend_weights}\n"
         f"- pairs: {len(results)} scored of {len(pairs)} (failed to synthesise: {len(failed)}); "
         f"synthesis {t_synth:.1f} s, model load {t_load:.1f} s, scoring {t_score:.1f} s "
         f"({len({r.canonical_phonemes for r in results}) + len(results)} clips)\n"
