@@ -57,8 +57,9 @@ DEFAULT_BLEND = 0.5  # the helper's weight where no fitted weights were saved
 @dataclass(frozen=True)
 class GOPTConfig:
     """feature_names: the alignment's columns it reads (checked against the caller's);
-    mean/std: their normalisation on the training split; width/layers/heads: the transformer;
-    folds: how many fold models the ensemble holds."""
+    mean/std: their normalisation on the training split; width/layers/heads/dropout: the
+    transformer (dropout is active in training only); folds: how many fold models the ensemble
+    holds."""
 
     feature_names: tuple[str, ...]
     mean: tuple[float, ...]
@@ -67,6 +68,7 @@ class GOPTConfig:
     layers: int = 3
     heads: int = 4
     folds: int = 5
+    dropout: float = 0.1  # configs saved before this field load with it
 
     def save(self, directory: str | os.PathLike) -> Path:
         from apa.evidence import write_config
@@ -157,7 +159,7 @@ class GOPT(nn.Module):
         self.inp = nn.Linear(len(config.feature_names), d)
         self.phone = nn.Embedding(len(PHONES) + 1, d)
         self.cls = nn.Parameter(torch.zeros(len(SENTENCE_TARGETS), d))
-        layer = nn.TransformerEncoderLayer(d, config.heads, 3 * d, dropout=0.1, batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(d, config.heads, 3 * d, dropout=config.dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.phone_head = nn.Linear(d, 1)
@@ -340,15 +342,16 @@ def fold_assignment(groups: Sequence[str], folds: int, seed: int = 0) -> np.ndar
 
 
 def cross_fit(config: GOPTConfig, utterances: Sequence[Utterance], groups: Sequence[str], *,
-              epochs: int = 60, seed: int = 0, log=None) -> tuple[GOPTEnsemble, list[np.ndarray]]:
+              epochs: int = 60, seed: int = 0, lr: float = 1e-3, log=None) -> tuple[GOPTEnsemble, list[np.ndarray]]:
     """config.folds models, each trained on the utterances outside one fold of `groups` (e.g.
     speakers); returns the ensemble and each utterance's out-of-fold prediction (from the one
-    model that did not see its group)."""
+    model that did not see its group). `seed` sets the folds and the models' initialisation;
+    `lr` (train_one's peak learning rate) leaves the folds as they are."""
     folds = fold_assignment(groups, config.folds, seed)
     models = []
     for k in range(config.folds):
         train = [u for u, f in zip(utterances, folds) if f != k]
-        models.append(train_one(config, train, epochs=epochs, seed=seed + k))
+        models.append(train_one(config, train, epochs=epochs, lr=lr, seed=seed + k))
         if log:
             log(f"fold {k + 1}/{config.folds}: trained on {len(train)} utterances")
     ens = GOPTEnsemble(config, models)

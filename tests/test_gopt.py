@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from apa.gopt import (
-    OUTPUT_NAMES, PHONES, BlendWeights, GOPTConfig, GOPTEnsemble, Utterance, append_predictions, cross_fit, fit_normalisation,
+    GOPT, OUTPUT_NAMES, PHONES, BlendWeights, GOPTConfig, GOPTEnsemble, Utterance, append_predictions, cross_fit, fit_normalisation,
     fold_assignment, phone_ids, reference_inputs, train_one,
 )
 
@@ -201,3 +201,43 @@ def test_blend_keeps_scores_in_the_labels_range():
     b = blend(a, high, 1.0)
     assert all(p.score == 2.0 for p in b.phones) and all(w.accuracy == 10.0 for w in b.words) and b.sentence.total == 10.0
     assert all(p.score == 0.0 for p in blend(a, -high, 1.0).phones)
+
+
+def test_dropout_is_configurable_and_old_configs_load_with_the_default(tmp_path):
+    import json
+
+    utts = synthetic(4)
+    config = GOPTConfig(**{**small_config(utts).__dict__, "dropout": 0.3})
+    drops = [m.p for m in GOPT(config).modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops and all(p == 0.3 for p in drops)
+    GOPTEnsemble(config).save(tmp_path)
+    assert GOPTConfig.load(tmp_path).dropout == 0.3
+    saved = json.loads((tmp_path / "gopt.json").read_text())
+    del saved["dropout"]  # a helper saved before the field existed
+    (tmp_path / "gopt.json").write_text(json.dumps(saved))
+    assert GOPTConfig.load(tmp_path).dropout == 0.1
+    assert all(m.p == 0.1 for m in GOPTEnsemble.load(tmp_path).modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_cross_fit_passes_the_learning_rate_and_keeps_the_folds():
+    utts = synthetic(30)
+    groups = [f"s{i % 6}" for i in range(30)]
+    config = small_config(utts, folds=3)
+    frozen, oof0 = cross_fit(config, utts, groups, epochs=1, lr=0.0)  # no step moves a weight
+    for k, model in enumerate(frozen.models):
+        torch.manual_seed(k)  # train_one's initialisation, seed 0 + fold k
+        init = GOPT(config)
+        for a, b in zip(model.state_dict().values(), init.state_dict().values()):
+            assert torch.equal(a, b)
+    moved, oof1 = cross_fit(config, utts, groups, epochs=1, lr=1e-2)
+    assert any(not torch.equal(a, b) for a, b in zip(moved.state_dict().values(), frozen.state_dict().values()))
+    folds = fold_assignment(groups, 3)  # the same held-out model scores each utterance at any lr
+    for i in (0, 7, 13):
+        np.testing.assert_allclose(oof1[i], moved.predict([utts[i]], members=[int(folds[i])])[0], rtol=1e-5)
+
+
+def test_fit_arguments_expose_lr_and_dropout():
+    from training.fit_gopt import FitArguments
+
+    args = FitArguments(features="f", out="o")
+    assert (args.lr, args.dropout, args.seed, args.folds) == (1e-3, 0.1, 0, 5)

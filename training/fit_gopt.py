@@ -35,7 +35,9 @@ class FitArguments:
     epochs: int = 60
     width: int = 48
     layers: int = 3
-    seed: int = 0
+    lr: float = 1e-3  # peak learning rate (apa.gopt.train_one)
+    dropout: float = 0.1  # the transformer's dropout (apa.gopt.GOPTConfig)
+    seed: int = 0  # the folds' and the models' seed
     eval_split: str = ""
     eval_features: str = ""  # default: --features
     evaluate_only: bool = False  # score the ensemble already in --out on --eval-split (no fitting)
@@ -123,12 +125,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = load_corpus_meta(args.features)["feature_names"]
     mean, std = fit_normalisation(utts)
     config = GOPTConfig(feature_names=tuple(names), mean=mean, std=std, width=args.width, layers=args.layers,
-                        folds=args.folds)
+                        folds=args.folds, dropout=args.dropout)
     print(f"{len(utts)} training utterances, {len(set(speakers))} speakers, {args.folds} folds", flush=True)
 
     # 2. fold models, grouped by speaker; out-of-fold predictions
     t0 = time.perf_counter()
-    ens, oof = cross_fit(config, utts, speakers, epochs=args.epochs, seed=args.seed, log=lambda m: print(m, flush=True))
+    ens, oof = cross_fit(config, utts, speakers, epochs=args.epochs, seed=args.seed, lr=args.lr, log=lambda m: print(m, flush=True))
     print(f"cross-fit in {time.perf_counter() - t0:.0f} s", flush=True)
     ens.save(out)
     save_oof(out, ids, oof)
