@@ -138,6 +138,8 @@ def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tm
 
     # 2. held out: one utterance left out of training, then scored alone with the helper's
     #    out-of-fold columns and no blend (training.fit_blend's inputs)
+    from apa.align import load_corpus_features
+    from apa.data import load_split
     from training.evaluate import main as evaluate
     from training.train import DataArguments, load_training_data
 
@@ -151,6 +153,13 @@ def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tm
     assert res["n"] == 1 and res["gopt_blend"] == 0.0
     row = json.loads((tmp_path / "eval" / "predictions.jsonl").read_text())
     assert row["utt_id"] == ids[0] and row["expected"]["extra"]["gopt_blend"] == 0.0
+
+    # the same clip aligned here in worker processes gives the features of the corpus file
+    from training.evaluate import align_in_processes
+
+    rec = next(r for r in load_split(so762_dir, "train") if r.utt_id == ids[0])
+    (feat,) = align_in_processes([rec.audio()], [rec.reference], 2)
+    np.testing.assert_allclose(feat, load_corpus_features(feats)[ids[0]].features, rtol=1e-5, equal_nan=True)
 
     # 3. fitted weights saved with the adapter are what the scorer blends with
     fitted = BlendWeights(phone=1.0, word_accuracy=0.2)

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fast: real-length encoder + speculative decoding (clips together on a GPU); "
                          "reference: the step-by-step reference decoder")
     ap.add_argument("--workers", type=int, default=8, help="threads decoding the audio files")
+    ap.add_argument("--align-workers", type=int, default=1,
+                    help="processes aligning the clips when no --evidence-features are given (one core each)")
     ap.add_argument("--evidence-features", default=None,
                     help="precomputed phone evidence of the split (training.align_corpus); default: aligned here")
     ap.add_argument("--evidence-oof", default=None,
@@ -132,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
                 names = tuple(load_corpus_meta(args.evidence_features)["feature_names"])
                 oof, _ = with_out_of_fold({r.utt_id: table[r.utt_id].features for r in records}, names, args.evidence_oof)
                 evidence = [oof[r.utt_id] for r in records]
+        elif args.align_workers > 1:
+            evidence = align_in_processes(audios, refs, args.align_workers)
         else:
             evidence = scorer.phone_evidence(audios, refs)
         evidence = scorer.evidence_inputs(evidence, refs)  # + a GOPT helper's predictions
@@ -178,6 +182,23 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "metrics.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return result
+
+
+def alignment_features(audio: np.ndarray, reference) -> np.ndarray:
+    """One clip's (n_phones, F) alignment features (`apa.align`; NaN rows where it failed)."""
+    from apa.align import align
+
+    return align(audio, reference).features()
+
+
+def align_in_processes(audios, refs, workers: int) -> list[np.ndarray]:
+    """`alignment_features` of every clip over `workers` spawned processes (a fork would copy the
+    loaded model and torch's thread pools), in input order."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(alignment_features, audios, refs, chunksize=4))
 
 
 def blend_record(weights) -> float | dict:
