@@ -202,6 +202,10 @@ class Alignment:
             return np.zeros((0, N_FEATURES), np.float32)
         return np.stack([p.feature_vector() for p in self.phones])
 
+    def phone_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """The phones' (start (n,), end (n,)) in seconds, float64, reference order."""
+        return (np.array([p.start for p in self.phones], np.float64), np.array([p.end for p in self.phones], np.float64))
+
 
 # ---- pocketsphinx ----------------------------------------------------------------------------
 def pocketsphinx_version() -> str:

@@ -12,7 +12,10 @@ predictions (each utterance scored by models that never saw its speaker: `cross_
 every other clip the mean of those fold models (`GOPTEnsemble`).
 
 Per clip, input: the alignment's (n_phones, F) features, the phones' identities and their word
-index; output: (n_phones, len(OUTPUT_NAMES)) on the labels' scales (phone 0-2, others 0-10);
+index and, for a helper fitted with `GOPTConfig.tower_layers`, the audio tower's hidden states
+(Whisper-base's encoder, frozen in apa-mini) averaged over each phone's aligned frames
+(`pool_phone_states`): a native-speech GOP says how far a phone is from the native model, the
+encoder states what the speech itself sounds like. Output: (n_phones, len(OUTPUT_NAMES)) on the labels' scales (phone 0-2, others 0-10);
 word and sentence predictions repeat on every phone of their word / the clip. Rows whose
 alignment failed (NaN features) get NaN predictions: no evidence stays no evidence.
 
@@ -52,14 +55,20 @@ SCORE_SCALE = 10.0
 BLEND_ASPECTS = ("phone",) + tuple(f"word_{a}" for a in WORD_TARGETS) + tuple(f"sentence_{a}" for a in SENTENCE_TARGETS)
 BLEND_FILE = "blend.json"
 DEFAULT_BLEND = 0.5  # the helper's weight where no fitted weights were saved
+EDGE_SLACK = 1e-3  # of a position: alignment times are multiples of 10 ms, stored as float32 in the corpus files
 
 
 @dataclass(frozen=True)
 class GOPTConfig:
     """feature_names: the alignment's columns it reads (checked against the caller's);
-    mean/std: their normalisation on the training split; width/layers/heads/dropout: the
-    transformer (dropout is active in training only); folds: how many fold models the ensemble
-    holds."""
+    tower_layers / tower_width: the audio-tower layers whose pooled states follow those columns
+    (`apa.decoding.features.encoder_states`; () and 0: none) and the tower's width; tower_pca:
+    each layer's states reduced to this many principal components (fitted once on the training
+    split, `fit_tower_pca`, and kept in the weights; 0: the states as they are): with a few
+    thousand clips the fold models overfit 512 raw columns a layer;
+    mean/std: the normalisation of the model's n_model_inputs columns on the training split;
+    width/layers/heads/dropout: the transformer (dropout is active in training only); folds: how
+    many fold models the ensemble holds."""
 
     feature_names: tuple[str, ...]
     mean: tuple[float, ...]
@@ -69,6 +78,24 @@ class GOPTConfig:
     heads: int = 4
     folds: int = 5
     dropout: float = 0.1  # configs saved before this field load with it
+    tower_layers: tuple[int, ...] = ()
+    tower_width: int = 0
+    tower_pca: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != self.n_model_inputs or len(self.std) != self.n_model_inputs:
+            raise ValueError(f"mean/std need {self.n_model_inputs} values (the features and the tower columns), not {len(self.mean)}")
+
+    @property
+    def n_inputs(self) -> int:
+        """Columns per phone the helper is given: the alignment's features, then the pooled tower states."""
+        return len(self.feature_names) + len(self.tower_layers) * self.tower_width
+
+    @property
+    def n_model_inputs(self) -> int:
+        """Columns per phone after the tower states' reduction (tower_pca)."""
+        per_layer = self.tower_pca or self.tower_width
+        return len(self.feature_names) + len(self.tower_layers) * per_layer
 
     def save(self, directory: str | os.PathLike) -> Path:
         from apa.evidence import write_config
@@ -126,7 +153,8 @@ class BlendWeights:
 class Utterance:
     """One clip's model input and (for training) labels.
 
-    features: (n, F) alignment features; phones: n ARPAbet symbols (stress digits allowed);
+    features: (n, F) the helper's inputs (alignment features, then pooled tower states for a
+    helper that takes them: `GOPTConfig.n_inputs` columns); phones: n ARPAbet symbols (stress digits allowed);
     word: (n,) word index of each phone; phone_score: (n,) 0-2, NaN = no label;
     word_scores: (n_words, len(WORD_TARGETS)) 0-10; sentence: (len(SENTENCE_TARGETS),) 0-10."""
 
@@ -156,7 +184,12 @@ class GOPT(nn.Module):
         d = config.width
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32))
-        self.inp = nn.Linear(len(config.feature_names), d)
+        self.n_align = len(config.feature_names)
+        if config.tower_pca:  # per layer (W,) mean and (W, k) components: set by fit_tower_pca's result
+            n_layers = len(config.tower_layers)
+            self.register_buffer("tower_mean", torch.zeros(n_layers, config.tower_width))
+            self.register_buffer("tower_basis", torch.zeros(n_layers, config.tower_width, config.tower_pca))
+        self.inp = nn.Linear(config.n_model_inputs, d)
         self.phone = nn.Embedding(len(PHONES) + 1, d)
         self.cls = nn.Parameter(torch.zeros(len(SENTENCE_TARGETS), d))
         layer = nn.TransformerEncoderLayer(d, config.heads, 3 * d, dropout=config.dropout, batch_first=True, norm_first=True)
@@ -172,7 +205,8 @@ class GOPT(nn.Module):
         from apa.evidence import sinusoid
 
         b, n, _ = features.shape
-        x = torch.nan_to_num((features.float() - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0).clamp(-8, 8)
+        x = self.reduce(features.float())
+        x = torch.nan_to_num((x - self.mean) / self.std, nan=0.0, posinf=0.0, neginf=0.0).clamp(-8, 8)
         h = self.inp(x) + self.phone(ids) + sinusoid(n, self.cls.shape[1], features.device)
         s = self.cls.shape[0]
         h = torch.cat([self.cls.expand(b, s, -1), h], dim=1)
@@ -180,6 +214,46 @@ class GOPT(nn.Module):
         h = self.norm(self.encoder(h, src_key_padding_mask=mask))
         sent = self.sentence_head(h[:, :s]).squeeze(-1)
         return self.phone_head(h[:, s:]).squeeze(-1), self.word_head(h[:, s:]), sent
+
+    def reduce(self, features: torch.Tensor) -> torch.Tensor:
+        """(..., n_inputs) -> (..., n_model_inputs): each tower layer's states onto its principal
+        components (unchanged without tower_pca)."""
+        if not hasattr(self, "tower_basis"):
+            return features
+        lead = features.shape[:-1]
+        t = features[..., self.n_align :].reshape(*lead, *self.tower_mean.shape) - self.tower_mean  # (..., L, W)
+        z = torch.einsum("...lw,lwk->...lk", t, self.tower_basis).reshape(*lead, -1)  # (..., L * k)
+        return torch.cat([features[..., : self.n_align], z], dim=-1)
+
+    def set_tower_pca(self, mean: np.ndarray, basis: np.ndarray) -> None:
+        self.tower_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.tower_basis.copy_(torch.as_tensor(basis, dtype=torch.float32))
+
+
+def fit_tower_pca(utterances: Sequence[Utterance], n_align: int, n_layers: int, k: int,
+                  max_rows: int = 20000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per tower layer, the mean and the top-k principal directions of its pooled states over the
+    finite phone rows (at most max_rows, drawn with `seed`): ((L, W) mean, (L, W, k) basis)."""
+    x = np.concatenate([u.features[:, n_align:] for u in utterances], axis=0).astype(np.float64)
+    x = x[np.isfinite(x).all(axis=1)]
+    if len(x) > max_rows:
+        x = x[np.random.default_rng(seed).choice(len(x), max_rows, replace=False)]
+    x = x.reshape(len(x), n_layers, -1)
+    mean = x.mean(axis=0)
+    basis = np.stack([np.linalg.svd(x[:, i] - mean[i], full_matrices=False)[2][:k].T for i in range(n_layers)])
+    return mean.astype(np.float32), basis.astype(np.float32)
+
+
+def reduced_normalisation(utterances: Sequence[Utterance], n_align: int, pca: tuple[np.ndarray, np.ndarray],
+                          ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`fit_normalisation` of the columns the model sees after the tower states' reduction."""
+    mean, basis = pca
+    reduced = []
+    for u in utterances:
+        t = u.features[:, n_align:].reshape(len(u.features), *mean.shape) - mean
+        z = np.einsum("nlw,lwk->nlk", t, basis).reshape(len(u.features), -1)
+        reduced.append(Utterance(np.concatenate([u.features[:, :n_align], z], axis=1), u.phones, u.word))
+    return fit_normalisation(reduced)
 
 
 def fit_normalisation(utterances: Sequence[Utterance]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -221,11 +295,18 @@ def _masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def train_one(config: GOPTConfig, utterances: Sequence[Utterance], *, epochs: int = 60, batch_size: int = 25,
-              lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu") -> GOPT:
-    """One model on labelled utterances (Adam, cosine decay, equal loss on the three levels)."""
+              lr: float = 1e-3, seed: int = 0, device: torch.device | str = "cpu",
+              tower_pca: tuple[np.ndarray, np.ndarray] | None = None) -> GOPT:
+    """One model on labelled utterances (Adam, cosine decay, equal loss on the three levels);
+    tower_pca: `fit_tower_pca`'s result, required when config.tower_pca is set."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = GOPT(config).to(device)
+    model = GOPT(config)
+    if config.tower_pca:
+        if tower_pca is None:
+            raise ValueError("config.tower_pca needs the fitted reduction (fit_tower_pca)")
+        model.set_tower_pca(*tower_pca)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(utterances) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -342,16 +423,18 @@ def fold_assignment(groups: Sequence[str], folds: int, seed: int = 0) -> np.ndar
 
 
 def cross_fit(config: GOPTConfig, utterances: Sequence[Utterance], groups: Sequence[str], *,
-              epochs: int = 60, seed: int = 0, lr: float = 1e-3, log=None) -> tuple[GOPTEnsemble, list[np.ndarray]]:
+              epochs: int = 60, seed: int = 0, lr: float = 1e-3, log=None,
+              tower_pca: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[GOPTEnsemble, list[np.ndarray]]:
     """config.folds models, each trained on the utterances outside one fold of `groups` (e.g.
     speakers); returns the ensemble and each utterance's out-of-fold prediction (from the one
     model that did not see its group). `seed` sets the folds and the models' initialisation;
-    `lr` (train_one's peak learning rate) leaves the folds as they are."""
+    `lr` (train_one's peak learning rate) leaves the folds as they are; `tower_pca`: as for
+    train_one (one reduction for all folds: it is unsupervised)."""
     folds = fold_assignment(groups, config.folds, seed)
     models = []
     for k in range(config.folds):
         train = [u for u, f in zip(utterances, folds) if f != k]
-        models.append(train_one(config, train, epochs=epochs, lr=lr, seed=seed + k))
+        models.append(train_one(config, train, epochs=epochs, lr=lr, seed=seed + k, tower_pca=tower_pca))
         if log:
             log(f"fold {k + 1}/{config.folds}: trained on {len(train)} utterances")
     ens = GOPTEnsemble(config, models)
@@ -370,15 +453,47 @@ def reference_inputs(reference: Sequence[tuple[str, Sequence[str]]]) -> tuple[tu
     return phones, word
 
 
-def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]]) -> np.ndarray:
+def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]],
+                       tower: np.ndarray | None = None) -> np.ndarray:
     """(n_phones, F) alignment features of one clip -> (n_phones, F + len(OUTPUT_NAMES)): the
-    ensemble's predictions appended (NaN where the alignment failed)."""
+    ensemble's predictions appended (NaN where the alignment failed). tower: the clip's
+    (n_phones, len(tower_layers) * tower_width) `pool_phone_states`, required by a helper that
+    takes them (and ignored by one that does not)."""
     phones, word = reference_inputs(reference)
     features = np.asarray(features, np.float32)
     if len(phones) != len(features):
         raise ValueError(f"{len(features)} feature rows for {len(phones)} reference phones")
-    pred = ensemble.predict([Utterance(features, phones, word)])[0]
+    inputs = features
+    if ensemble.config.tower_layers:
+        want = len(ensemble.config.tower_layers) * ensemble.config.tower_width
+        if tower is None or np.shape(tower) != (len(features), want):
+            raise ValueError(f"this helper takes (n_phones, {want}) pooled tower states, not {None if tower is None else np.shape(tower)}")
+        inputs = np.concatenate([features, np.asarray(tower, np.float32)], axis=1)
+    pred = ensemble.predict([Utterance(inputs, phones, word)])[0]
     return np.concatenate([features, pred], axis=1)
+
+
+def pool_phone_states(states: np.ndarray, start: np.ndarray, end: np.ndarray, frame_s: float) -> np.ndarray:
+    """Per phone, the mean of the encoder states over its aligned time.
+
+    states: (T, D) at one position per frame_s seconds (`apa.decoding.features.encoder_states`,
+    ENCODER_FRAME_S); start / end: (n,) seconds from the start of the same audio. A phone covers
+    positions floor(start / frame_s) to ceil(end / frame_s) (at least one, clipped to the clip;
+    times on a position's edge count as on it whether they come as float32 or float64);
+    NaN times (no alignment) or no states give NaN rows. Returns (n, D) float32."""
+    states = np.asarray(states, np.float32)
+    start, end = np.asarray(start, np.float64), np.asarray(end, np.float64)
+    out = np.full((len(start), states.shape[1] if states.ndim == 2 else 0), np.nan, np.float32)
+    if states.ndim != 2 or not len(states):
+        return out
+    t = len(states)
+    for j, (a, b) in enumerate(zip(start, end)):
+        if not (math.isfinite(a) and math.isfinite(b)):
+            continue
+        lo = min(max(int(math.floor(a / frame_s + EDGE_SLACK)), 0), t - 1)
+        hi = min(max(int(math.ceil(b / frame_s - EDGE_SLACK)), lo + 1), t)
+        out[j] = states[lo:hi].mean(axis=0)
+    return out
 
 
 def blend(assessment: Assessment, predictions: np.ndarray | None, weight: float | BlendWeights) -> Assessment:

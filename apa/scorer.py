@@ -23,7 +23,8 @@ import torch
 from apa import config
 from apa.decoding.backends import DecoderBackend, build_backend
 from apa.decoding.features import (
-    audio_token_count, encode_audio_batch, encode_audio_fast, feature_frames, log_mel_features, log_mel_features_batch,
+    ENCODER_FRAME_S, audio_token_count, encode_audio_batch, encode_audio_fast, encoder_states, feature_frames,
+    log_mel_features, log_mel_features_batch,
 )
 from apa.decoding.plan import Plan, Planner
 from apa.decoding.reference import ReferenceDecoder
@@ -36,6 +37,7 @@ from apa.prompts import PHONE_SCALE, Reference
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
 MODES = ("expected", "greedy")
+Spans = tuple[np.ndarray, np.ndarray]  # a clip's phones' (start (n,), end (n,)) in seconds
 STAT_KEYS = ("clips", "forwards", "llm_tokens", "passes", "side_tokens", "slots")
 
 
@@ -157,6 +159,8 @@ class AudioLMMScorer:
                 projector = EvidenceProjector.load(adapter, evidence, net.config.text_config.hidden_size).to(dev)
             if evidence is not None:
                 gopt = load_gopt(adapter, evidence)
+                if gopt is not None:
+                    check_tower(gopt, net, adapter)
         return cls(net, processor, name=name, options=options, evidence=evidence, projector=projector, gopt=gopt)
 
     # -- scoring ---------------------------------------------------------------------------
@@ -179,7 +183,8 @@ class AudioLMMScorer:
 
         alignments = self.alignments(audios, references)
         evidence = [None if a is None or self.evidence is None else a.features() for a in alignments]
-        evidence = self.evidence_inputs(evidence, references)
+        spans = [None if a is None else a.phone_times() for a in alignments]
+        evidence = self.evidence_inputs(evidence, references, audios, spans)
         readings = self.read_many(audios, references, evidence=evidence)
         out = [self.blended(to_assessment(ref, r, self.options.mode, self.name), e)
                for ref, r, e in zip(references, readings, evidence)]
@@ -206,22 +211,53 @@ class AudioLMMScorer:
         """Per clip, the (n_phones, F) alignment features the model takes (`apa.align`; None
         each for a model that takes none). A failed alignment gives NaN rows, which the model
         was trained to read as unknown."""
+        return self.aligned_evidence(audios, references)[0]
+
+    def aligned_evidence(self, audios: Sequence[np.ndarray], references: Sequence[Reference],
+                         ) -> tuple[list[np.ndarray | None], list[Spans | None]]:
+        """`phone_evidence` and, per clip, its phones' (start, end) seconds from the same alignment."""
         if self.evidence is None:
-            return [None] * len(audios)
+            return [None] * len(audios), [None] * len(audios)
         from apa.align import align
 
-        return [align(a, r).features() for a, r in zip(audios, references)]
+        alignments = [align(a, r) for a, r in zip(audios, references)]
+        return [a.features() for a in alignments], [a.phone_times() for a in alignments]
 
-    def evidence_inputs(self, evidence: Sequence[np.ndarray | None], references: Sequence[Reference]) -> list[np.ndarray | None]:
+    def evidence_inputs(self, evidence: Sequence[np.ndarray | None], references: Sequence[Reference],
+                        audios: Sequence[np.ndarray] | None = None, spans: Sequence[Spans | None] | None = None,
+                        ) -> list[np.ndarray | None]:
         """The model's evidence columns from the alignment's: with a GOPT helper, each clip's
         (n_phones, F_align) features get its predictions appended (`apa.gopt`); arrays that
-        already have the model's full width, and None, pass through unchanged."""
+        already have the model's full width, and None, pass through unchanged.
+
+        A helper that reads the audio tower (`GOPTConfig.tower_layers`) also needs the clips'
+        audio and, per clip, its phones' (start, end) seconds from the same alignment (`spans`;
+        None for a clip: not aligned, so its prediction is NaN)."""
         if self.gopt is None or self.evidence is None:
             return list(evidence)
         from apa.gopt import append_predictions
 
-        return [e if e is None or e.shape[1] == self.evidence.n_features else append_predictions(self.gopt, e, r)
-                for e, r in zip(evidence, references)]
+        todo = [i for i, e in enumerate(evidence) if e is not None and e.shape[1] != self.evidence.n_features]
+        tower: dict[int, np.ndarray] = {}
+        if self.gopt.config.tower_layers and todo:
+            if audios is None or spans is None:
+                raise ValueError("this model's GOPT helper reads the audio tower: give the audio and the phones' times")
+            timed = [i for i in todo if spans[i] is not None]
+            tower = dict(zip(timed, self.tower_inputs([audios[i] for i in timed], [spans[i] for i in timed])))
+            width = len(self.gopt.config.tower_layers) * self.gopt.config.tower_width
+            for i in todo:
+                tower.setdefault(i, np.full((len(evidence[i]), width), np.nan, np.float32))
+        out = list(evidence)
+        for i in todo:
+            out[i] = append_predictions(self.gopt, evidence[i], references[i], tower.get(i))
+        return out
+
+    def tower_inputs(self, audios: Sequence[np.ndarray], spans: Sequence[Spans]) -> list[np.ndarray]:
+        """`tower_inputs` (the module function) for this model's GOPT helper's layers."""
+        layers = self.gopt.config.tower_layers if self.gopt is not None else ()
+        if not layers:
+            raise ValueError("this model has no GOPT helper that reads the audio tower")
+        return tower_inputs(self.model, self.processor.feature_extractor, audios, spans, layers, self.options.batch_size)
 
     def blended(self, assessment: Assessment, evidence: np.ndarray | None) -> Assessment:
         """`apa.gopt.blend` of the assessment with the GOPT helper's columns of its clip's evidence
@@ -253,16 +289,16 @@ class AudioLMMScorer:
 
     def read_many(
         self, audios: Sequence[np.ndarray], references: Sequence[Reference], progress: Any = None,
-        evidence: Sequence[np.ndarray | None] | None = None,
+        evidence: Sequence[np.ndarray | None] | None = None, spans: Sequence[Spans | None] | None = None,
     ) -> list[list[SlotReading]]:
         """`read_slots` over any number of clips, in batches of options.batch_size made of clips
         of similar prompt length (audio tokens + text: less padding); results in input order.
         progress(done, total) is called after each batch. evidence: per clip, (n_phones, F)
-        alignment features for a model that takes them (None: aligned here)."""
+        alignment features for a model that takes them (None: aligned here); spans: their phones'
+        times, for a GOPT helper that reads the audio tower (`evidence_inputs`)."""
         n = len(audios)
-        if evidence is None:
-            evidence = self.phone_evidence(audios, references)
-        evidence = self.evidence_inputs(evidence, references)
+        evidence, spans = self.aligned_evidence(audios, references) if evidence is None else (evidence, spans)
+        evidence = self.evidence_inputs(evidence, references, audios, spans)
         plans = self.plans_for(references, evidence)  # each computed once (most sentences differ)
         fe = self.processor.feature_extractor
         length = [len(p.prompt_ids) + audio_token_count(feature_frames(fe, len(a))) for a, p in zip(audios, plans)]
@@ -298,9 +334,10 @@ class AudioLMMScorer:
         together = self.options.batch_clips
         if together is None:
             together = self.device.type != "cpu"
+        spans = None
         if evidence is None:
-            evidence = self.phone_evidence(audios, references)
-        evidence = self.evidence_inputs(evidence, references)
+            evidence, spans = self.aligned_evidence(audios, references)
+        evidence = self.evidence_inputs(evidence, references, audios, spans)
         plans = plans or self.plans_for(references, evidence)
         if together and len(audios) > 1 and self.decoder.batched:
             return self._read_together(audios, plans, evidence)
@@ -333,6 +370,26 @@ class AudioLMMScorer:
         prompts = [prompt_embeds(dec, plan, e, self._evidence_vectors(plan, ev)) for plan, e, ev in zip(plans, embs, evidence)]
         readings, self._guess_prior = decode_clips(dec, plans, prompts, self._guess_prior, self.stats)
         return readings
+
+
+@torch.inference_mode()
+def tower_inputs(model: Any, feature_extractor: Any, audios: Sequence[np.ndarray], spans: Sequence[Spans],
+                 layers: Sequence[int], batch_size: int = 8) -> list[np.ndarray]:
+    """Per clip, (n_phones, len(layers) * d_model) float32: the audio tower's `layers`
+    (`apa.decoding.features.encoder_states`, on the clip's real length) averaged over each phone's
+    (start, end) seconds (`apa.gopt.pool_phone_states`): what a GOPT helper with
+    `GOPTConfig.tower_layers` reads. audios: (n_samples,) float32 at 16 kHz; the encoder takes
+    batch_size clips at a time, on the model's device."""
+    from apa.gopt import pool_phone_states
+
+    device = next(model.parameters()).device
+    out: list[np.ndarray] = []
+    for i in range(0, len(audios), max(batch_size, 1)):
+        feats, ns = log_mel_features_batch(feature_extractor, audios[i : i + batch_size], device=device)
+        states = encoder_states(model, feats, ns, tuple(layers))
+        out += [pool_phone_states(st.float().cpu().numpy(), start, end, ENCODER_FRAME_S)
+                for st, (start, end) in zip(states, spans[i : i + batch_size])]
+    return out
 
 
 def to_assessment(reference: Reference, readings: Sequence[SlotReading], mode: str, model: str = "") -> Assessment:
@@ -410,6 +467,19 @@ def load_gopt(adapter: str | os.PathLike, evidence: EvidenceConfig) -> GOPTEnsem
     if tuple(gopt.config.feature_names) != tuple(FEATURE_NAMES):
         raise ValueError(f"the GOPT helper in {adapter} was fitted on other phone features than apa.align computes")
     return gopt
+
+
+def check_tower(gopt: GOPTEnsemble, model: Any, adapter: str | os.PathLike) -> None:
+    """A helper that reads the audio tower must have been fitted on one of this model's shape
+    (a tower of another width or depth, e.g. Qwen2-Audio-7B's, needs its own helper)."""
+    cfg = gopt.config
+    if not cfg.tower_layers:
+        return
+    tower = model.model.audio_tower
+    width, depth = tower.layer_norm.normalized_shape[0], len(tower.layers)
+    if cfg.tower_width != width or max(cfg.tower_layers) > depth:
+        raise ValueError(f"the GOPT helper in {adapter} reads layers {cfg.tower_layers} of a {cfg.tower_width}-wide audio "
+                         f"tower; this model's has {depth} layers of width {width}")
 
 
 def load_adapter(model: Any, adapter: str | os.PathLike) -> Any:

@@ -229,3 +229,35 @@ def test_clips_together_on_gpu(fast, tiny_dir, dtype):
         else:
             assert [x.kind for x in a] == [y.kind for y in b]
             assert all(np.isfinite(x.probs).all() and abs(x.probs.sum() - 1) < 1e-6 for x in a)
+
+
+def test_encoder_states_match_the_stock_encoder_layers(fast):
+    """encoder_states: the layers' outputs of Whisper's own encoder path (output_hidden_states), the
+    last one normed, at 20 ms positions; batched clips equal clip by clip; bad layers refused."""
+    from apa.decoding import log_mel_features_batch
+    from apa.decoding.features import encoder_states
+
+    tower = fast.model.model.audio_tower
+    depth, width = len(tower.layers), tower.layer_norm.normalized_shape[0]
+    clips = [_clip(s, i) for i, s in enumerate((2.0, 0.6, 3.1))]
+    feats, ns = log_mel_features_batch(fast.processor.feature_extractor, clips)
+    with torch.inference_mode():
+        batch = encoder_states(fast.model, feats, ns, (1, depth))
+        for clip, st in zip(clips, batch):
+            f1, n1 = log_mel_features(fast.processor.feature_extractor, clip)
+            (one,) = encoder_states(fast.model, f1, [n1], (1, depth))
+            assert st.shape == one.shape == ((n1 - 1) // 2 + 1, 2 * width)
+            torch.testing.assert_close(st, one, atol=1e-5, rtol=1e-5)
+        # the stock path (processor, 30 s, padding masked in Qwen2AudioModel.forward): layer 1's output
+        f0, n0 = log_mel_features(fast.processor.feature_extractor, clips[2])
+        captured = []
+        hook = tower.layers[0].register_forward_hook(lambda m, i, o: captured.append(o[0] if isinstance(o, tuple) else o))
+        try:
+            inputs = fast.processor(text=[chat_text(fast.processor, REF)], audio=[clips[2]], sampling_rate=16000, return_tensors="pt")
+            fast.model(**inputs)
+        finally:
+            hook.remove()
+        v = (n0 - 1) // 2 + 1
+        torch.testing.assert_close(batch[2][:, :width], captured[0][0, :v], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="layers"):
+        encoder_states(fast.model, feats, ns, (depth + 1,))

@@ -241,3 +241,74 @@ def test_fit_arguments_expose_lr_and_dropout():
 
     args = FitArguments(features="f", out="o")
     assert (args.lr, args.dropout, args.seed, args.folds) == (1e-3, 0.1, 0, 5)
+
+
+def test_pool_phone_states_averages_each_phones_positions():
+    from apa.gopt import pool_phone_states
+
+    states = np.arange(10, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)  # position k holds k
+    start = np.array([0.0, 0.04, 0.05, 0.19, np.nan])
+    end = np.array([0.04, 0.08, 0.051, 0.30, np.nan])
+    out = pool_phone_states(states, start, end, 0.02)
+    assert out.shape == (5, 2)
+    np.testing.assert_allclose(out[:4, 0], [0.5, 2.5, 2.0, 9.0])  # [0, 2), [2, 4), one position, clipped to the end
+    assert np.isnan(out[4]).all()  # no alignment: no states
+    # times as the corpus files store them (float32) pool the same positions as float64 ones
+    t = np.arange(0, 0.2, 0.01)
+    np.testing.assert_array_equal(pool_phone_states(states, t.astype(np.float32), (t + 0.03).astype(np.float32), 0.02),
+                                  pool_phone_states(states, t, t + 0.03, 0.02))
+    assert np.isnan(pool_phone_states(np.zeros((0, 2), np.float32), start[:1], end[:1], 0.02)).all()
+
+
+def test_a_helper_that_reads_the_tower_takes_its_columns(tmp_path):
+    utts = synthetic(12)
+    tower = [np.random.default_rng(i).normal(size=(len(u.phones), 4)).astype(np.float32) for i, u in enumerate(utts)]
+    wide = [Utterance(np.concatenate([u.features, t], 1), u.phones, u.word, u.phone_score, u.word_scores, u.sentence)
+            for u, t in zip(utts, tower)]
+    mean, std = fit_normalisation(wide)
+    with pytest.raises(ValueError, match="mean/std"):
+        GOPTConfig(feature_names=tuple(f"f{i}" for i in range(F)), mean=mean, std=std, tower_layers=(1, 2), tower_width=3)
+    cfg = GOPTConfig(feature_names=tuple(f"f{i}" for i in range(F)), mean=mean, std=std, width=8, layers=1, heads=2,
+                     folds=2, tower_layers=(1, 2), tower_width=2)
+    assert cfg.n_inputs == F + 4
+    ens, _ = cross_fit(cfg, wide, [str(i) for i in range(12)], epochs=1)
+    ens.save(tmp_path)
+    again = GOPTEnsemble.load(tmp_path)
+    assert again.config.tower_layers == (1, 2) and again.config.tower_width == 2
+    u0 = utts[0]
+    ref = tuple((f"W{w}", tuple(p for p, k in zip(u0.phones, u0.word) if k == w)) for w in range(int(u0.word.max()) + 1))
+    out = append_predictions(again, utts[0].features, ref, tower[0])
+    assert out.shape == (len(u0.phones), F + len(OUTPUT_NAMES))  # the evidence keeps the alignment's columns only
+    np.testing.assert_allclose(out[:, F:], again.predict([wide[0]])[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="tower"):
+        append_predictions(again, utts[0].features, ref)  # the states are required
+    with pytest.raises(ValueError, match="tower"):
+        append_predictions(again, utts[0].features, ref, tower[0][:, :3])
+
+
+def test_tower_pca_reduces_each_layer_and_travels_with_the_weights(tmp_path):
+    from apa.gopt import fit_tower_pca, reduced_normalisation
+
+    rng = np.random.default_rng(0)
+    utts = synthetic(12)
+    # layer 1's states vary along one direction only, layer 2's along another
+    wide = []
+    for u in utts:
+        a, b = rng.normal(size=(len(u.phones), 1)), rng.normal(size=(len(u.phones), 1))
+        t = np.concatenate([a * [1, 1, 0], 5 + b * [0, 0, 2]], axis=1).astype(np.float32)
+        wide.append(Utterance(np.concatenate([u.features, t], 1), u.phones, u.word, u.phone_score, u.word_scores, u.sentence))
+    mean, basis = fit_tower_pca(wide, F, 2, 1)
+    assert mean.shape == (2, 3) and basis.shape == (2, 3, 1)
+    np.testing.assert_allclose(np.abs(basis[0, :, 0]), [2 ** -0.5, 2 ** -0.5, 0], atol=1e-6)
+    np.testing.assert_allclose(np.abs(basis[1, :, 0]), [0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(mean[1, 2], 5, atol=1.0)
+    cfg = GOPTConfig(tuple(f"f{i}" for i in range(F)), *reduced_normalisation(wide, F, (mean, basis)), width=8, layers=1,
+                     heads=2, folds=2, tower_layers=(1, 2), tower_width=3, tower_pca=1)
+    assert (cfg.n_inputs, cfg.n_model_inputs) == (F + 6, F + 2)
+    with pytest.raises(ValueError, match="fit_tower_pca"):
+        train_one(cfg, wide, epochs=1)
+    ens, _ = cross_fit(cfg, wide, [str(i) for i in range(12)], epochs=1, tower_pca=(mean, basis))
+    ens.save(tmp_path)
+    again = GOPTEnsemble.load(tmp_path)
+    torch.testing.assert_close(again.models[1].tower_basis, torch.as_tensor(basis))
+    np.testing.assert_allclose(again.predict(wide[:3])[2], ens.predict(wide[:3])[2], rtol=1e-6)

@@ -158,8 +158,11 @@ def test_training_with_gopt_predictions_saves_what_the_scorer_loads(tiny_dir, tm
     from training.evaluate import align_in_processes
 
     rec = next(r for r in load_split(so762_dir, "train") if r.utt_id == ids[0])
-    (feat,) = align_in_processes([rec.audio()], [rec.reference], 2)
-    np.testing.assert_allclose(feat, load_corpus_features(feats)[ids[0]].features, rtol=1e-5, equal_nan=True)
+    (feat,), ((start, end),) = align_in_processes([rec.audio()], [rec.reference], 2)
+    corpus = load_corpus_features(feats)[ids[0]]
+    np.testing.assert_allclose(feat, corpus.features, rtol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(start, corpus.start, atol=1e-6)  # the times travel with the features
+    np.testing.assert_allclose(end, corpus.end, atol=1e-6)
 
     # 3. fitted weights saved with the adapter are what the scorer blends with
     fitted = BlendWeights(phone=1.0, word_accuracy=0.2)

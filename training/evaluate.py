@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{len(records)} clips loaded in {load_seconds:.1f} s", flush=True)
 
     refs = [r.reference for r in records]
-    evidence = None
+    evidence = spans = None
     if scorer.evidence is not None:
         t0 = time.perf_counter()
         if args.evidence_features:
@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
 
             table = load_corpus_features(args.evidence_features)
             evidence = [table[r.utt_id].features if r.utt_id in table else nan_evidence(scorer, ref) for r, ref in zip(records, refs)]
+            spans = [(table[r.utt_id].start, table[r.utt_id].end) if r.utt_id in table else None for r in records]
             if args.evidence_oof:  # every clip must be aligned: the held-out clips are the helper's own
                 from apa.align import load_corpus_meta
                 from training.train import with_out_of_fold
@@ -135,10 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
                 oof, _ = with_out_of_fold({r.utt_id: table[r.utt_id].features for r in records}, names, args.evidence_oof)
                 evidence = [oof[r.utt_id] for r in records]
         elif args.align_workers > 1:
-            evidence = align_in_processes(audios, refs, args.align_workers)
+            evidence, spans = align_in_processes(audios, refs, args.align_workers)
         else:
-            evidence = scorer.phone_evidence(audios, refs)
-        evidence = scorer.evidence_inputs(evidence, refs)  # + a GOPT helper's predictions
+            evidence, spans = scorer.aligned_evidence(audios, refs)
+        evidence = scorer.evidence_inputs(evidence, refs, audios, spans)  # + a GOPT helper's predictions
         print(f"phone evidence for {len(records)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
 
     # 2. decode once; both readings come from the same pass
@@ -184,21 +185,24 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
-def alignment_features(audio: np.ndarray, reference) -> np.ndarray:
-    """One clip's (n_phones, F) alignment features (`apa.align`; NaN rows where it failed)."""
+def alignment_features(audio: np.ndarray, reference) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """One clip's (n_phones, F) alignment features (`apa.align`; NaN rows where it failed) and its
+    phones' (start, end) seconds."""
     from apa.align import align
 
-    return align(audio, reference).features()
+    a = align(audio, reference)
+    return a.features(), a.phone_times()
 
 
-def align_in_processes(audios, refs, workers: int) -> list[np.ndarray]:
+def align_in_processes(audios, refs, workers: int) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
     """`alignment_features` of every clip over `workers` spawned processes (a fork would copy the
-    loaded model and torch's thread pools), in input order."""
+    loaded model and torch's thread pools), in input order: (features per clip, times per clip)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(alignment_features, audios, refs, chunksize=4))
+        done = list(pool.map(alignment_features, audios, refs, chunksize=4))
+    return [f for f, _ in done], [t for _, t in done]
 
 
 def blend_record(weights) -> float | dict:

@@ -4,6 +4,9 @@
     python -m training.fit_gopt --features runs/align/so762.npz --out runs/gopt --eval-split test
     python -m training.fit_gopt --features runs/feat/train.npz --eval-features runs/feat/test.npz --eval-split test --out runs/gopt
     python -m training.fit_gopt --features F --eval-split test --out runs/gopt --evaluate-only True   # re-score only
+    python -m training.fit_gopt --features runs/feat/train.npz --tower-states runs/tower/train.npz \
+        --eval-features runs/feat/test.npz --eval-tower-states runs/tower/test.npz --eval-split test --out runs/gopt
+        # + the audio tower's states per phone (training/tower_states.py): the helper apa-mini v6 ships
 
 Writes to --out: `gopt.json` + `gopt.safetensors` (the fold models; training.train copies them
 into the adapter with `--evidence_gopt`), `oof.npz` (each training utterance's out-of-fold
@@ -41,20 +44,30 @@ class FitArguments:
     eval_split: str = ""
     eval_features: str = ""  # default: --features
     evaluate_only: bool = False  # score the ensemble already in --out on --eval-split (no fitting)
+    tower_states: str = ""  # training/tower_states.py's file for the training split: the helper reads them too
+    eval_tower_states: str = ""  # the same for --eval-split
+    tower_pca: int = 24  # principal components kept per tower layer (0: all its states)
 
 
-def utterances(features_path: str, data: str, split: str) -> tuple[list[str], list[str], list]:
-    """(utt_ids, speakers, apa.gopt.Utterance list) of one split, labels attached."""
+def utterances(features_path: str, data: str, split: str, tower_path: str = "") -> tuple[list[str], list[str], list]:
+    """(utt_ids, speakers, apa.gopt.Utterance list) of one split, labels attached; with
+    tower_path, each clip's pooled tower states follow its alignment features (a clip without
+    them is left out)."""
     from apa.align import load_corpus_features
     from apa.config import corpus_dir
     from apa.data import load_split
     from apa.gopt import SENTENCE_TARGETS, WORD_TARGETS, Utterance
 
     table = load_corpus_features(features_path)
+    tower = None
+    if tower_path:
+        from training.tower_states import load_tower_states
+
+        tower = load_tower_states(tower_path)
     ids, speakers, out = [], [], []
     for r in load_split(corpus_dir(data or None), split):
         c = table.get(r.utt_id)
-        if c is None:
+        if c is None or (tower is not None and r.utt_id not in tower):
             continue
         words = r.labels.words
         phone = np.array([np.nan if p.score is None else p.score for w in words for p in w.phones], np.float32)
@@ -63,7 +76,8 @@ def utterances(features_path: str, data: str, split: str) -> tuple[list[str], li
         word = np.array([[np.nan if getattr(w, a) is None else getattr(w, a) for a in WORD_TARGETS] for w in words], np.float32)
         sent = np.array([np.nan if getattr(r.labels.sentence, a) is None else getattr(r.labels.sentence, a)
                          for a in SENTENCE_TARGETS], np.float32)
-        out.append(Utterance(c.features, c.symbols, np.asarray(c.word, np.int64), phone, word, sent))
+        x = c.features if tower is None else np.concatenate([c.features, tower[r.utt_id]], axis=1)
+        out.append(Utterance(x, c.symbols, np.asarray(c.word, np.int64), phone, word, sent))
         ids.append(r.utt_id)
         speakers.append(r.speaker)
     return ids, speakers, out
@@ -113,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.evaluate_only:  # the saved ensemble on --eval-split; the out-of-fold figures are kept
         metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
-        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split)
+        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split, args.eval_tower_states)
         metrics[args.eval_split] = scores(test, GOPTEnsemble.load(out).predict(test))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "metrics.md").write_text(to_markdown(metrics))
@@ -121,16 +135,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
 
     # 1. the training split's features and labels
-    ids, speakers, utts = utterances(args.features, args.data, "train")
+    ids, speakers, utts = utterances(args.features, args.data, "train", args.tower_states)
     names = load_corpus_meta(args.features)["feature_names"]
     mean, std = fit_normalisation(utts)
+    tower_layers, tower_width, pca_k, pca = (), 0, 0, None
+    if args.tower_states:
+        from apa.gopt import fit_tower_pca, reduced_normalisation
+        from training.tower_states import tower_layers_of
+
+        tower_layers = tower_layers_of(args.tower_states)
+        tower_width = (utts[0].features.shape[1] - len(names)) // len(tower_layers)
+        if 0 < args.tower_pca < tower_width:
+            pca_k = args.tower_pca
+            pca = fit_tower_pca(utts, len(names), len(tower_layers), pca_k, seed=args.seed)
+            mean, std = reduced_normalisation(utts, len(names), pca)
     config = GOPTConfig(feature_names=tuple(names), mean=mean, std=std, width=args.width, layers=args.layers,
-                        folds=args.folds, dropout=args.dropout)
+                        folds=args.folds, dropout=args.dropout, tower_layers=tower_layers, tower_width=tower_width,
+                        tower_pca=pca_k)
     print(f"{len(utts)} training utterances, {len(set(speakers))} speakers, {args.folds} folds", flush=True)
 
     # 2. fold models, grouped by speaker; out-of-fold predictions
     t0 = time.perf_counter()
-    ens, oof = cross_fit(config, utts, speakers, epochs=args.epochs, seed=args.seed, lr=args.lr, log=lambda m: print(m, flush=True))
+    ens, oof = cross_fit(config, utts, speakers, epochs=args.epochs, seed=args.seed, lr=args.lr,
+                         log=lambda m: print(m, flush=True), tower_pca=pca)
     print(f"cross-fit in {time.perf_counter() - t0:.0f} s", flush=True)
     ens.save(out)
     save_oof(out, ids, oof)
@@ -138,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # 3. optional: the ensemble on another split
     if args.eval_split:
-        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split)
+        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split, args.eval_tower_states)
         metrics[args.eval_split] = scores(test, ens.predict(test))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "metrics.md").write_text(to_markdown(metrics))

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "without (--gopt-blend 0); needs --adapter and --evidence-features")
     ap.add_argument("--adapter", default=None, help="adapter dir holding the GOPT helper (gopt.json)")
     ap.add_argument("--evidence-features", default=None, help="the split's alignment features (training.align_corpus)")
+    ap.add_argument("--tower-states", default=None,
+                    help="the split's pooled audio-tower states (training.tower_states), for a helper that reads them")
     args = ap.parse_args(argv)
     metas = [json.loads((Path(d) / "metrics.json").read_text()) for d in args.shards]
     rows = [json.loads(line) for d in args.shards for line in (Path(d) / "predictions.jsonl").read_text().splitlines() if line]
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     labels = [r.labels for r in records]
     weights = blend_weights(args.gopt_blend, args.adapter)
     if weights:
-        blend_rows(by_id, records, args.adapter, args.evidence_features, weights)
+        blend_rows(by_id, records, args.adapter, args.evidence_features, weights, args.tower_states)
     seconds = sum(m["decode_seconds"] for m in metas)
     result = {k: metas[0][k] for k in ("model", "decoder", "batch_size", "device")}
     result.update(labels=LABEL_SNAPSHOT, split=split, n=len(records), decode_seconds=round(seconds, 1),
@@ -88,9 +90,11 @@ def blend_weights(value: str, adapter: str | None) -> float | BlendWeights:
     return weight
 
 
-def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, weight: float | BlendWeights) -> None:
+def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, weight: float | BlendWeights,
+               tower_states: str | None = None) -> None:
     """Replace each row's readings by `apa.gopt.blend` of them with the adapter's GOPT helper's
-    predictions from the clip's alignment features (rows without features are left as they are)."""
+    predictions from the clip's alignment features (and pooled tower states, for a helper that
+    reads them; rows without features are left as they are)."""
     from apa.align import load_corpus_features
     from apa.gopt import OUTPUT_NAMES, GOPTEnsemble, append_predictions, blend
 
@@ -98,10 +102,18 @@ def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, 
     if gopt is None or not features:
         raise SystemExit("--gopt-blend needs --adapter (with a GOPT helper) and --evidence-features")
     table = load_corpus_features(features)
+    tower = None
+    if gopt.config.tower_layers:
+        if not tower_states:
+            raise SystemExit("this adapter's GOPT helper reads the audio tower: give --tower-states (training.tower_states)")
+        from training.tower_states import load_tower_states
+
+        tower = load_tower_states(tower_states)
     for r in records:
-        if r.utt_id not in table:
+        if r.utt_id not in table or (tower is not None and r.utt_id not in tower):
             continue
-        pred = append_predictions(gopt, table[r.utt_id].features, r.reference)[:, -len(OUTPUT_NAMES):]
+        pred = append_predictions(gopt, table[r.utt_id].features, r.reference,
+                                  None if tower is None else tower[r.utt_id])[:, -len(OUTPUT_NAMES):]
         row = by_id[r.utt_id]
         for m in MODES:
             row[m] = blend(Assessment.from_dict(row[m]), pred, weight).to_dict()

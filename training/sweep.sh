@@ -10,7 +10,8 @@
 # as the prompt's match level or not, and for more epochs; round 5 (start5): adapters small
 # enough for git, saved in fp16 before they are evaluated (as shipped), scored unblended
 # (--gopt-blend 0: the blend is applied after, training.merge_shards), and one trained without
-# the helper's fold 0 and scored on it, for training.fit_blend ($HELDOUT: training.fit_blend ids).
+# the helper's fold 0 and scored on it, for training.fit_blend ($HELDOUT: training.fit_blend ids);
+# round 6 (start6): the same with a helper that also reads the audio tower (apa-mini v6).
 # Evaluations in float32.
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
@@ -79,6 +80,18 @@ case "${1:-}" in
       run v5-small-r8 \$gopt --lora_r 8 --lora_alpha 16
       EVAL='--gopt-blend 0 --split train --ids $HELDOUT --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none' \
         run v5-small-r6-f0 \$gopt --exclude_ids $HELDOUT
+      wait" > /root/sweep.log 2>&1 < /dev/null &
+    sleep 2; echo started ;;
+  start6)  # round 6: the helper reads the audio tower too ($GOPT: fit_gopt --tower-states), v5's recipe otherwise
+    setsid bash -c "
+      source training/sweep.sh define
+      CFG=training/configs/apa-mini-v6.yaml
+      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
+      export HALF=1 EVAL='--gopt-blend 0'
+      run v6 \$gopt
+      run v6-e4 \$gopt --num_train_epochs 4
+      EVAL='--gopt-blend 0 --split train --ids $HELDOUT --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none' \
+        run v6-f0 \$gopt --exclude_ids $HELDOUT
       wait" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;

@@ -175,6 +175,16 @@ def load_training_data(dargs: DataArguments):
     return dataset, ev_config, slot_weights
 
 
+def check_frozen_tower(gopt_dir: str, unfreeze_audio_layers: int) -> None:
+    """A helper that reads the audio tower was fitted on the base model's states: training the
+    tower would feed it other ones at inference."""
+    from apa.gopt import GOPTConfig
+
+    config = GOPTConfig.load(gopt_dir)
+    if config is not None and config.tower_layers and unfreeze_audio_layers > 0:
+        raise ValueError(f"{gopt_dir}: its helper reads the audio tower, which --unfreeze_audio_layers would change")
+
+
 def with_out_of_fold(evidence: dict, names: tuple[str, ...], gopt_dir: str) -> tuple[dict, tuple[str, ...]]:
     """The alignment features with the GOPT helper's out-of-fold predictions appended
     (NaN columns for an utterance it has none for), and the extended column names."""
@@ -214,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         dtype = getattr(torch, margs.model_dtype)
 
     # 2. data
+    if dargs.evidence_gopt:
+        check_frozen_tower(dargs.evidence_gopt, margs.unfreeze_audio_layers)
     dataset, ev_config, slot_weights = load_training_data(dargs)
 
     # 3. model + LoRA

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+ENCODER_FRAME_S = 0.02  # seconds between the encoder's positions (conv2 has stride 2 over 10 ms frames)
+
 
 def feature_frames(feature_extractor: Any, n_samples: int) -> int:
     """Feature frames of `n_samples` samples, ceil(n_samples / hop_length) (not capped at 30 s)."""
@@ -81,11 +83,31 @@ def encode_audio_batch(model: Any, features: torch.Tensor, n_frames: Sequence[in
     """`encode_audio_fast` for a batch: features (B, n_mels, F) from `log_mel_features_batch`; the
     encoder runs on the longest clip's valid length with the others' padding masked in its
     self-attention (as Qwen2AudioModel.forward masks the 30 s padding). Returns [(n_tokens_b, hidden)]."""
+    return _run_tower(model, features, n_frames, ())[0]
+
+
+def encoder_states(model: Any, features: torch.Tensor, n_frames: Sequence[int], layers: Sequence[int]) -> list[torch.Tensor]:
+    """The audio tower's hidden states after each of `layers` (1-based; the last layer's with the
+    tower's final layer norm, i.e. Whisper's encoder output), at the encoder's positions before
+    the 2x pooling (one per ENCODER_FRAME_S), concatenated: per clip (n_positions_b, len(layers) * d_model).
+
+    features / n_frames as for `encode_audio_batch` (the same pass, the same masking)."""
+    return _run_tower(model, features, n_frames, tuple(layers))[1]
+
+
+def _run_tower(model: Any, features: torch.Tensor, n_frames: Sequence[int],
+               keep: tuple[int, ...]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(projected audio embeddings per clip, the `keep` layers' states per clip; [] when keep is empty)."""
     tower = model.model.audio_tower
     proj = model.model.multi_modal_projector
     n_tok = [audio_token_count(n) for n in n_frames]
+    n_layers = len(tower.layers)
+    if any(not 1 <= k <= n_layers for k in keep):
+        raise ValueError(f"encoder layers are 1..{n_layers}, not {keep}")
+    width = tower.layer_norm.normalized_shape[0]
     if max(n_tok) <= 0:  # under 3 frames: the processor writes no audio token either
-        return [proj.linear.weight.new_zeros((0, proj.linear.out_features)) for _ in n_frames]
+        empty = [proj.linear.weight.new_zeros((0, proj.linear.out_features)) for _ in n_frames]
+        return empty, [proj.linear.weight.new_zeros((0, width * len(keep))) for _ in n_frames] if keep else []
     x = features.to(device=tower.conv1.weight.device, dtype=tower.conv1.weight.dtype)
     h = torch.nn.functional.gelu(tower.conv1(x))
     h = torch.nn.functional.gelu(tower.conv2(h))
@@ -96,11 +118,15 @@ def encode_audio_batch(model: Any, features: torch.Tensor, n_frames: Sequence[in
     if min(valid) < top:
         from transformers.masking_utils import create_bidirectional_mask
 
-        keep = torch.arange(top, device=h.device)[None] < torch.tensor(valid, device=h.device)[:, None]
-        mask = create_bidirectional_mask(config=tower.config, inputs_embeds=h, attention_mask=keep.long())
-    for layer in tower.layers:
+        keep_pos = torch.arange(top, device=h.device)[None] < torch.tensor(valid, device=h.device)[:, None]
+        mask = create_bidirectional_mask(config=tower.config, inputs_embeds=h, attention_mask=keep_pos.long())
+    kept = []
+    for i, layer in enumerate(tower.layers, 1):
         h = layer(h, mask)
         h = h[0] if isinstance(h, tuple) else h
+        if i in keep:
+            kept.append(tower.layer_norm(h) if i == n_layers else h)  # (B, top, d_model)
+    states = [] if not keep else [torch.cat(kept, dim=-1)[b, : valid[b]] for b in range(len(n_frames))]
     h = tower.avg_pooler(h.permute(0, 2, 1)).permute(0, 2, 1)
     h = proj(tower.layer_norm(h))
-    return [h[b, : max(t, 0)] for b, t in enumerate(n_tok)]
+    return [h[b, : max(t, 0)] for b, t in enumerate(n_tok)], states
