@@ -6,7 +6,9 @@ adapter, under the answer-template grammar (`apa.decoding` describes the decodin
     result = scorer.assess(audio, "WE CALL IT BEAR")
 
 Public surface of `AudioLMMScorer`: `assess` / `assess_batch` (text in, `Assessment` out), `score`
-(explicit references), `read_many` / `read_slots` (the raw slot distributions, `SlotReading`).
+(explicit references), `read_many` / `read_slots` (the raw slot distributions, `SlotReading`),
+`aligned_evidence` / `evidence_inputs` / `tower_inputs` (the phone evidence the model takes; the
+module function `tower_inputs` computes the pooled encoder states for any model).
 """
 
 from __future__ import annotations

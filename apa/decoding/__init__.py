@@ -13,7 +13,8 @@ decoding under the grammar emits; it is what is fed back) and `expected` (probab
 3. `plan`: what does not depend on the audio (`Plan`: prompt ids, forced tokens, tries, the
    vocabulary columns read), built and cached by a `Planner`.
 4. `features`: log-mel features and the audio encoder on the real length, not 30 s
-   (`log_mel_features`, `encode_audio_fast`, and their `_batch` forms).
+   (`log_mel_features`, `encode_audio_fast`, and their `_batch` forms; `encoder_states`: the
+   encoder's layers before pooling, which a GOPT helper reads per phone).
 5. `backends`: the LLM forward over a KV cache with tree masks (`DecoderBackend`:
    `LeanDecoder`, or transformers' own forward in `HFDecoder`).
 6. `speculative`: the prompt embeddings with the audio in place (`prompt_embeds`), then the
@@ -28,7 +29,8 @@ decoding under the grammar emits; it is what is fed back) and `expected` (probab
 
 from apa.decoding.backends import DecoderBackend, HFDecoder, LeanDecoder, build_backend, tree_mask
 from apa.decoding.features import (
-    audio_token_count, encode_audio_batch, encode_audio_fast, feature_frames, log_mel_features, log_mel_features_batch,
+    ENCODER_FRAME_S, audio_token_count, encode_audio_batch, encode_audio_fast, encoder_states, feature_frames,
+    log_mel_features, log_mel_features_batch,
 )
 from apa.decoding.plan import Plan, Planner, plan_cols
 from apa.decoding.reference import ReferenceDecoder
@@ -37,9 +39,9 @@ from apa.decoding.tokens import PieceTokenizer, chat_text, encode_target, end_to
 from apa.decoding.trie import SlotReading, Trie, build_trie, value_probs
 
 __all__ = [
-    "ClipDecode", "DecoderBackend", "Guesser", "HFDecoder", "LeanDecoder", "PieceTokenizer", "Plan", "Planner",
+    "ENCODER_FRAME_S", "ClipDecode", "DecoderBackend", "Guesser", "HFDecoder", "LeanDecoder", "PieceTokenizer", "Plan", "Planner",
     "ReferenceDecoder", "SlotReading", "Trie", "audio_token_count", "build_backend", "build_trie", "chat_text",
-    "decode_clip", "decode_clips", "encode_audio_batch", "encode_audio_fast", "encode_target", "end_token_id",
+    "decode_clip", "decode_clips", "encode_audio_batch", "encode_audio_fast", "encode_target", "encoder_states", "end_token_id",
     "feature_frames", "forced_until_slot", "log_mel_features", "log_mel_features_batch", "plan_cols",
     "prompt_embeds", "tree_mask", "value_probs",
 ]
