@@ -44,8 +44,16 @@ words heard as written, it fires when
 
 Without acoustic evidence (the scorer does not align) the transcript decides alone.
 
+Where the transcriber scored the text itself (`Transcript.reference_pmi`: how much likelier the
+recording makes the text than silence does, in nats, from Whisper's own decoder), that evidence
+comes first, again only with few words heard as written: below `TEXT_PMI_BELOW` the recording is
+another sentence whatever the rules above say, and from `TEXT_PMI_KEEPS_FROM` up it is the text
+whatever they say (they are asked only in between). A sentence that was read, however poorly,
+raises the probability of its own words; another sentence's words are not raised, or lowered.
+
 The cut points were chosen on Speechocean762 train clips with true and swapped texts
-(bench/results/miscues_tuning.md); the rates they give on test clips: bench/results/miscues.md.
+(bench/results/miscues_tuning.md; for the text's score also bench/results/miscues_guard_candidates.md);
+the rates they give on test clips: bench/results/miscues.md.
 """
 
 from __future__ import annotations
@@ -66,6 +74,11 @@ HEARD_FITS_BY = -0.3  # nats per frame: the text must out-fit the words heard by
 ACOUSTIC_FAR_BELOW = -6.0  # Fit.phone of the text (nats) below which few words heard as written are enough
 HEARD_UNALIGNED_BELOW = -4.5  # Fit.phone of the text (nats) below which a mismatch stands when the words heard do not align
 FILLER_NATS = -6.0  # log posterior per frame charged for the frames left to the aligner's fillers (Fit.clip_fit)
+# Transcript.reference_pmi (nats) below which the recording is another sentence: it makes the text less likely than
+# silence does, by more than a poor reading of the text did
+TEXT_PMI_BELOW = -5.0
+# ... and from which it is the text, over the rules above: a clear gain for the text, more than another sentence got
+TEXT_PMI_KEEPS_FROM = 6.0
 
 
 @dataclass(frozen=True)
@@ -148,11 +161,39 @@ class Miscues:
         return bool(self.heard) and self.match_ratio < MISMATCH_BELOW and self.phone_similarity < PHONES_BELOW and sure
 
 
-def does_not_match(miscues: Miscues, acoustic: Acoustic | None, *, fits_by: float = HEARD_FITS_BY,
-                   far_below: float = ACOUSTIC_FAR_BELOW, unaligned_below: float = HEARD_UNALIGNED_BELOW,
-                   filler_nats: float = FILLER_NATS) -> bool:
-    """The "does not match" guard from the transcript (`Miscues.mismatch`) and the forced
-    alignment (`acoustic`; None: no alignment was made, the transcript decides alone).
+def does_not_match(miscues: Miscues, acoustic: Acoustic | None, *, text_pmi: float | None = None,
+                   fits_by: float = HEARD_FITS_BY, far_below: float = ACOUSTIC_FAR_BELOW,
+                   unaligned_below: float = HEARD_UNALIGNED_BELOW, filler_nats: float = FILLER_NATS,
+                   pmi_below: float = TEXT_PMI_BELOW, pmi_keeps_from: float = TEXT_PMI_KEEPS_FROM) -> bool:
+    """The "does not match" guard from the transcript (`Miscues.mismatch`), the forced alignment
+    (`acoustic`; None: no alignment was made, the transcript decides alone) and the recogniser's
+    score of the text (`text_pmi`, `Transcript.reference_pmi`; None: not scored, the rules
+    without it).
+
+    Never when something was heard and at least MISMATCH_BELOW of it as written. Otherwise, with
+    text_pmi: it fires below pmi_below, never from pmi_keeps_from, and in between as the rules
+    without it say (`fired_without_pmi`)."""
+    rules = fired_without_pmi(miscues, acoustic, fits_by=fits_by, far_below=far_below,
+                              unaligned_below=unaligned_below, filler_nats=filler_nats)
+    if text_pmi is None or not math.isfinite(text_pmi):
+        return rules
+    if not miscues.heard or miscues.match_ratio >= MISMATCH_BELOW:
+        return False
+    return text_pmi < pmi_below or (rules and text_pmi < pmi_keeps_from)
+
+
+def pmi_decides(text_pmi: float | None, *, pmi_below: float = TEXT_PMI_BELOW,
+                pmi_keeps_from: float = TEXT_PMI_KEEPS_FROM) -> bool:
+    """Whether the recogniser's score of the text settles the guard without the other rules
+    (below pmi_below or from pmi_keeps_from; None or a score that is not finite never does)."""
+    return text_pmi is not None and math.isfinite(text_pmi) and not (pmi_below <= text_pmi < pmi_keeps_from)
+
+
+def fired_without_pmi(miscues: Miscues, acoustic: Acoustic | None, *, fits_by: float = HEARD_FITS_BY,
+                      far_below: float = ACOUSTIC_FAR_BELOW, unaligned_below: float = HEARD_UNALIGNED_BELOW,
+                      filler_nats: float = FILLER_NATS) -> bool:
+    """The guard from the transcript and the forced alignment alone (`does_not_match` without
+    the recogniser's score of the text).
 
     Never when something was heard and at least MISMATCH_BELOW of it as written. Otherwise it
     fires when the text did not align but the words heard did; when the text's `Fit.phone` is

@@ -11,7 +11,9 @@ transcript. When the recording does not match the text at all (`apa.miscues.does
 transcript shares almost nothing with the text and, where the scorer aligns (its result has
 `extra["acoustic_match"]`), the text does not fit the audio better than the words heard, both
 aligned again for that only when few of the words were heard as written; or the text fits the
-audio very poorly, or not at all while the words heard do), `on_mismatch` decides: "error" raises `TextMismatch` (code "text_mismatch", its message shows what was heard),
+audio very poorly, or not at all while the words heard do; and, where the transcriber scores the
+text on its own pass (`transcribe_against`, `Transcript.reference_pmi`), that score first),
+`on_mismatch` decides: "error" raises `TextMismatch` (code "text_mismatch", its message shows what was heard),
 "free_speech" scores what was heard instead, "text" keeps the scores against the text (no miscues,
 a note). A transcriber that fails or hears nothing never stops the scoring: the result then has no
 miscues and a note says why.
@@ -33,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from apa.errors import InputError
-from apa.miscues import MISMATCH_BELOW, Acoustic, Fit, apply_miscues, does_not_match, find_miscues, heard_tokens
+from apa.miscues import (MISMATCH_BELOW, Acoustic, Fit, apply_miscues, does_not_match, find_miscues, heard_tokens,
+                         pmi_decides)
 from apa.schema import Assessment
 from apa.transcribe import Transcript
 
@@ -121,9 +124,12 @@ def assess_reading(scorer: Any, audio: np.ndarray, text: str | None, transcriber
     """Score `audio` ((n,) float32, 16 kHz) against `text` with the miscues of what was said, or,
     for an empty text, as free speech (see the module doc). scorer: anything with
     `assess(audio, text)`; transcriber: anything with `transcribe(audio) -> Transcript`, or None
-    (no transcription: the scorer's result as it is); align_words: the fit of the audio to words
+    (no transcription: the scorer's result as it is), and where it has
+    `transcribe_against(audio, words)` (`apa.transcribe.ReferenceTranscriber`) that is called
+    instead, with the text's normalised words; align_words: the fit of the audio to words
     (`apa.miscues.Fit`), asked for the text and for the words heard only when few of the words
-    were heard as written and the scorer aligns (its result has `extra["acoustic_match"]`)."""
+    were heard as written, the scorer aligns (its result has `extra["acoustic_match"]`) and the
+    transcriber's score of the text does not decide alone (`apa.miscues.pmi_decides`)."""
     if on_mismatch not in ON_MISMATCH:
         raise ValueError(f"on_mismatch must be one of {ON_MISMATCH}, not {on_mismatch!r}")
     text = " ".join((text or "").split())
@@ -139,7 +145,12 @@ def assess_reading(scorer: Any, audio: np.ndarray, text: str | None, transcriber
         return free_speech(scorer, audio, transcript)
     if transcriber is None:
         return scorer.assess(audio, text)
-    future = worker_pool().submit(transcriber.transcribe, audio)
+    from apa.text import normalize
+
+    reference = tuple(normalize(text))
+    against = getattr(transcriber, "transcribe_against", None)
+    future = (worker_pool().submit(against, audio, reference) if callable(against) and reference
+              else worker_pool().submit(transcriber.transcribe, audio))
     result = scorer.assess(audio, text)
     try:
         transcript = future.result(timeout=TRANSCRIBE_TIMEOUT_S)
@@ -149,11 +160,15 @@ def assess_reading(scorer: Any, audio: np.ndarray, text: str | None, transcriber
     if not transcript.intelligible:
         return replace(result, heard="", notes=result.notes + (NOTE_NOTHING_HEARD,))
     miscues = find_miscues([w.text for w in result.words], transcript.words)
+    pmi = getattr(transcript, "reference_pmi", None)
+    if getattr(transcript, "reference", ()) != tuple(w.text for w in result.words):
+        pmi = None  # scored against other words than the scorer's
     acoustic = None
-    if "acoustic_match" in result.extra and miscues.heard and miscues.match_ratio < MISMATCH_BELOW:
+    if ("acoustic_match" in result.extra and miscues.heard and miscues.match_ratio < MISMATCH_BELOW
+            and not pmi_decides(pmi)):
         acoustic = Acoustic(text=align_words(audio, [w.text for w in result.words]),
                             heard=align_words(audio, [t.text for t in heard_tokens(transcript.words)]))
-    if does_not_match(miscues, acoustic):
+    if does_not_match(miscues, acoustic, text_pmi=pmi):
         if on_mismatch == "error":
             raise TextMismatch(text, transcript.text)
         if on_mismatch == "free_speech":

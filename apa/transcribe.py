@@ -21,6 +21,13 @@ stops at the end of the speech), English, and with the tokens that write digits 
 symbols suppressed, so numbers come out as words, the way reference texts are normalised.
 Word times come from CTranslate2's cross-attention alignment (`Whisper.align`), grouped into
 words the way faster-whisper does.
+
+Given the reference text (`WhisperTranscriber.transcribe_against`), the same encoder pass also
+scores it: `Transcript.reference_pmi` is Whisper's evidence that the recording is that text, the
+sum over the text's tokens (forced, as Whisper writes a sentence: `spoken_form`) of
+log P(token | recording) - log P(token | PRIOR_S of silence), in nats. Names and rare words are
+unlikely whatever is said; the silence term takes that out, so a true reading, however poor,
+scores above 0 as a rule and another sentence below it (`apa.miscues.does_not_match` uses it).
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ NO_SPEECH_PROB = 0.6  # Whisper's own rule: above this and with avg. log-prob be
 LOW_LOGPROB = -1.0
 COMPLETE_MARK = ".complete"  # written last into an assembled model directory
 SUPPRESSED_CHARS = "0123456789%$£€¥"
+PRIOR_S = 3.0  # seconds of silence the reference text's prior is scored on (what the decoder expects of no speech)
+PRIOR_CACHE = 512  # reference texts whose prior is kept (the prior does not depend on the recording)
 
 
 @dataclass(frozen=True)
@@ -68,13 +77,17 @@ class HeardWord:
 class Transcript:
     """What the recogniser heard. `text`: as written ("Mark is going to see elephant.");
     `words`: its words in order with times; `no_speech_prob` (0-1) and `avg_logprob` (per token)
-    are Whisper's own confidence readings; `model` names the recogniser."""
+    are Whisper's own confidence readings; `model` names the recogniser. `reference`: the
+    normalised words of the text the recording was scored against (`transcribe_against`), and
+    `reference_pmi` its score (nats, see the module doc; None: not scored)."""
 
     text: str
     words: tuple[HeardWord, ...] = ()
     no_speech_prob: float = 0.0
     avg_logprob: float = 0.0
     model: str = ""
+    reference: tuple[str, ...] = ()
+    reference_pmi: float | None = None
 
     @property
     def intelligible(self) -> bool:
@@ -95,6 +108,13 @@ class Transcriber(Protocol):
     def transcribe(self, audio: np.ndarray) -> Transcript: ...
 
 
+class ReferenceTranscriber(Transcriber, Protocol):
+    """A transcriber that also scores a reference text on the same pass (`apa.reading` uses
+    `transcribe_against` where a transcriber has it, else `transcribe`)."""
+
+    def transcribe_against(self, audio: np.ndarray, reference: Sequence[str]) -> Transcript: ...
+
+
 class WhisperTranscriber:
     """Whisper in CTranslate2's format (a directory with model.bin, config.json, tokenizer.json,
     vocabulary.txt). threads: CPU threads of one transcription (1: it can run beside the scorer on
@@ -113,6 +133,7 @@ class WhisperTranscriber:
         self.model = ctranslate2.models.Whisper(str(self.model_dir), device=device, compute_type=compute_type,
                                                 intra_threads=threads, inter_threads=1)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        self.encoder_tokenizer = encoding_tokenizer(self.model_dir / "tokenizer.json")
         self.features = WhisperFeatureExtractor(feature_size=self.model.n_mels, sampling_rate=SAMPLE_RATE)
         tok = self.tokenizer.token_to_id
         self.eot = tok("<|endoftext|>")
@@ -120,6 +141,9 @@ class WhisperTranscriber:
         if self.model.is_multilingual:
             self.prompt += [tok("<|en|>"), tok("<|transcribe|>")]
         self.suppress = [-1] + suppressed_tokens(self.tokenizer, self.eot)
+        self.forced_start = self.prompt + [tok("<|notimestamps|>")]
+        self._prior_enc: Any = None
+        self._priors: dict[tuple[int, ...], np.ndarray] = {}
         self._lock = threading.Lock()
 
     def log_mel(self, audio: np.ndarray) -> tuple[np.ndarray, int]:
@@ -136,6 +160,29 @@ class WhisperTranscriber:
     def transcribe(self, audio: np.ndarray) -> Transcript:
         """audio: (n_samples,) float32 at 16 kHz (the first 30 s are read). Never empty-handed:
         silence gives a Transcript without words."""
+        return self._run(audio, None)
+
+    def transcribe_against(self, audio: np.ndarray, reference: Sequence[str]) -> Transcript:
+        """`transcribe`, and the reference words (normalised, e.g. `apa.text.normalize` of the
+        text) scored on the same encoder pass: `Transcript.reference_pmi` (None when they give
+        no token)."""
+        return self._run(audio, tuple(reference))
+
+    def reference_pmi(self, audio: np.ndarray, reference: Sequence[str]) -> float | None:
+        """`Transcript.reference_pmi` of the audio and reference words alone (no transcription)."""
+        import ctranslate2
+
+        mel, content_frames = self.log_mel(audio)
+        with self._lock:
+            enc = self.model.encode(ctranslate2.StorageView.from_array(mel))
+            return self._pmi(enc, content_frames, reference)
+
+    def forget_priors(self) -> None:
+        """Drop the kept priors of reference texts (each is scored again on first use; for timings)."""
+        with self._lock:
+            self._priors.clear()
+
+    def _run(self, audio: np.ndarray, reference: tuple[str, ...] | None) -> Transcript:
         import ctranslate2
 
         mel, content_frames = self.log_mel(audio)
@@ -148,9 +195,34 @@ class WhisperTranscriber:
                                       return_no_speech_prob=True)[0]
             ids = [i for i in res.sequences_ids[0] if i < self.eot]
             words = self._word_times(enc, ids, content_frames) if ids else ()
+            pmi = self._pmi(enc, content_frames, reference) if reference is not None else None
         text = self.tokenizer.decode(ids).strip() if ids else ""
         return Transcript(text=text, words=words, no_speech_prob=float(res.no_speech_prob),
-                          avg_logprob=float(res.scores[0]) if res.scores else 0.0, model=self.name)
+                          avg_logprob=float(res.scores[0]) if res.scores else 0.0, model=self.name,
+                          reference=reference or (), reference_pmi=pmi)
+
+    def _forced_logprobs(self, enc: Any, ids: Sequence[int], frames: int) -> np.ndarray:
+        """log P(token | the tokens before it, the encoded audio) of each forced token."""
+        probs = self.model.align(enc, self.forced_start, [list(ids)], frames)[0].text_token_probs
+        return np.log(np.maximum(np.asarray(probs, dtype=np.float64), 1e-30))
+
+    def _pmi(self, enc: Any, frames: int, reference: Sequence[str]) -> float | None:
+        """The reference's score against the encoded audio (see the module doc); call under the lock."""
+        import ctranslate2
+
+        ids = self.encoder_tokenizer.encode(spoken_form(reference), add_special_tokens=False).ids
+        ids = [i for i in ids if i < self.eot]
+        if not ids or frames <= 0:
+            return None
+        key = tuple(ids)
+        if key not in self._priors:
+            if self._prior_enc is None:
+                silence, prior_frames = self.log_mel(np.zeros(int(PRIOR_S * SAMPLE_RATE), np.float32))
+                self._prior_enc = (self.model.encode(ctranslate2.StorageView.from_array(silence)), prior_frames)
+            if len(self._priors) >= PRIOR_CACHE:
+                self._priors.pop(next(iter(self._priors)))
+            self._priors[key] = self._forced_logprobs(self._prior_enc[0], ids, self._prior_enc[1])
+        return float(np.sum(self._forced_logprobs(enc, ids, frames) - self._priors[key]))
 
     def _word_times(self, enc: Any, ids: Sequence[int], frames: int) -> tuple[HeardWord, ...]:
         """Words of the token ids with start/end times from the cross-attention alignment."""
@@ -183,6 +255,37 @@ def group_words(pieces: Sequence[str]) -> list[tuple[str, int, int]]:
             out[-1][0] += piece
             out[-1][2] = k + 1
     return [(t, i, j) for t, i, j in out]
+
+
+def spoken_form(words: Sequence[str]) -> str:
+    """Normalised words as Whisper writes a sentence, for forcing: " Dora is not a cleaner"
+    (a leading space, lower case, the first word and "I" capitalised)."""
+    out = []
+    for k, w in enumerate(words):
+        low = w.lower()
+        if low == "i" or low.startswith("i'"):
+            low = "I" + low[1:]
+        out.append(low[:1].upper() + low[1:] if k == 0 else low)
+    return " " + " ".join(out) if out else ""
+
+
+def encoding_tokenizer(path: str | os.PathLike) -> Any:
+    """The tokenizer of `path` (a tokenizer.json) for encoding text. Some converted Whisper
+    tokenizer.json files lack the first BPE merge (the one that makes token 256, "Ġt"), which
+    decoding never needs but without which " to" is encoded as "Ġ" "to"; it is put back."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    model = spec.get("model", {})
+    merges = model.get("merges") or []
+    first = next((t for t, i in model.get("vocab", {}).items() if i == 256), None)
+    if model.get("type") == "BPE" and merges and first is not None and len(first) == 2:
+        pair = f"{first[0]} {first[1]}" if isinstance(merges[0], str) else [first[0], first[1]]
+        if pair not in merges:
+            model["merges"] = [pair] + merges
+    return Tokenizer.from_str(json.dumps(spec))
 
 
 def suppressed_tokens(tokenizer: Any, eot: int) -> list[int]:

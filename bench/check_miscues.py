@@ -34,8 +34,15 @@ words heard. The report gives the fits for true and different texts, the guard o
 cuts (the tuning run is where they were chosen: no fire on a true text, then the most fires on a
 different one), the time the guard's two alignments take, and the true texts the guard or the
 transcript alone would have refused.
-`--no-acoustic`: the transcript only, nothing aligned; `--pairs-out`: one JSON line per guarded
-pair (not committed).
+
+The guard is also read with the recogniser's score of the text (`Transcript.reference_pmi`, as
+`apa.reading` passes it to `does_not_match`): every (clip, text) pair guarded is scored by
+`WhisperTranscriber.reference_pmi` (kept in memory). The report gives the scores of true and
+different texts, the guard over sweeps of its two cuts, and the time the score adds to a
+transcription (`transcribe` against `transcribe_against` of the clip with its own text, the
+text's prior not cached).
+`--no-acoustic`: the transcript only, nothing aligned; `--no-pmi`: nothing scored by the
+recogniser; `--pairs-out`: one JSON line per guarded pair (not committed).
 """
 
 from __future__ import annotations
@@ -156,10 +163,48 @@ class Fits:
         return len(self.cache)
 
 
-def run_checks(items: list[dict], n_edited: int, seed: int, fits: Fits | None = None) -> dict:
+class Scores:
+    """The recogniser's scores of (clip, words) pairs (`apa.transcribe.WhisperTranscriber.reference_pmi`,
+    `Transcript.reference_pmi`), each scored once per run (kept in memory); `timings[utt]` is
+    (seconds of `transcribe`, seconds of `transcribe_against` with the clip's own text, the
+    text's prior not cached), taken the first time a clip is scored with its own text."""
+
+    def __init__(self, recs: list):
+        from apa.transcribe import load_transcriber
+
+        self.recs = {r.utt_id: r for r in recs}
+        self.transcriber = load_transcriber(threads=1)
+        self.cache: dict[tuple[str, tuple[str, ...]], float | None] = {}
+        self.timings: dict[str, tuple[float, float]] = {}
+
+    def __call__(self, utt_id: str, words: list[str]) -> float | None:
+        from apa.audio import load_audio
+
+        key = (utt_id, tuple(words))
+        if key not in self.cache:
+            rec = self.recs[utt_id]
+            audio = load_audio(str(rec.audio_source), check=False)
+            tr = self.transcriber
+            if utt_id not in self.timings and list(words) == rec.text.split():
+                t0 = time.perf_counter()
+                tr.transcribe(audio)
+                t1 = time.perf_counter()
+                tr.forget_priors()
+                self.cache[key] = tr.transcribe_against(audio, words).reference_pmi
+                self.timings[utt_id] = (t1 - t0, time.perf_counter() - t1)
+            else:
+                self.cache[key] = tr.reference_pmi(audio, words)
+            if len(self.cache) % 100 == 0:
+                print(f"scored {len(self.cache)} (clip, words) pairs", flush=True)
+        return self.cache[key]
+
+
+def run_checks(items: list[dict], n_edited: int, seed: int, fits: Fits | None = None,
+               scores: Scores | None = None) -> dict:
     """The checks of the module doc; with `fits`, the guard is also read with the acoustic
-    evidence (`apa.miscues.does_not_match`) and out["pairs"] has one record per guarded pair."""
-    from apa.miscues import MISMATCH_BELOW, Acoustic, does_not_match, find_miscues, heard_tokens
+    evidence (`apa.miscues.does_not_match`), with `scores` also with the recogniser's score of
+    the text, and out["pairs"] has one record per guarded pair."""
+    from apa.miscues import MISMATCH_BELOW, Acoustic, does_not_match, find_miscues, heard_tokens, pmi_decides
 
     rng = random.Random(seed)
     out: dict = {"n": len(items), "n_edited": min(n_edited, len(items)), "pairs": [], "guarded": []}
@@ -167,6 +212,7 @@ def run_checks(items: list[dict], n_edited: int, seed: int, fits: Fits | None = 
     def guarded(kind: str, d: dict, text: str) -> dict:
         m = find_miscues(text.split(), heard_words(d))
         ev, guard_s = None, None
+        pmi = scores(d["utt_id"], text.split()) if scores is not None else None
         if fits is not None:
             a = fits(d["utt_id"], text.split())
             h = None
@@ -180,17 +226,22 @@ def run_checks(items: list[dict], n_edited: int, seed: int, fits: Fits | None = 
                "match_ratio": round(m.match_ratio, 3), "phone_similarity": round(m.phone_similarity, 3),
                "confidence": None if m.confidence is None else round(m.confidence, 3),
                "transcript_mismatch": m.mismatch, "text_fit": fit(ev and ev.text), "heard_fit": fit(ev and ev.heard),
-               "guard": does_not_match(m, ev) if fits is not None else m.mismatch,
-               "audio_s": d["audio_s"], "guard_s": guard_s}
+               "text_pmi": None if pmi is None else round(pmi, 4),
+               "guard_without_pmi": does_not_match(m, ev) if fits is not None else m.mismatch,
+               "guard": does_not_match(m, ev, text_pmi=pmi),
+               "audio_s": d["audio_s"], "align_s": guard_s,
+               # as apa.reading: the two alignments are made only where the score does not decide
+               "guard_s": None if pmi_decides(pmi) else guard_s}
         out["pairs"].append(rec)
-        out["guarded"].append((kind, m, ev, d["utt_id"]))
+        out["guarded"].append((kind, m, ev, d["utt_id"], pmi))
         return {"miscues": m, **rec}
 
     # true texts: the guard must not fire
     true = [guarded("true", d, d["text"]) for d in items]
     ms = [t["miscues"] for t in true]
     out["true_fired"] = sum(m.mismatch for m in ms)
-    out["true_fired_acoustic"] = sum(t["guard"] for t in true)
+    out["true_fired_acoustic"] = sum(t["guard_without_pmi"] for t in true)
+    out["true_fired_pmi"] = sum(t["guard"] for t in true)
     out["true_ratio"] = sorted(m.match_ratio for m in ms)[:5]
     out["true_ins"] = sum(len(m.insertions) for m in ms)
     out["true_omi"] = sum(len(m.omitted) for m in ms)
@@ -226,7 +277,8 @@ def run_checks(items: list[dict], n_edited: int, seed: int, fits: Fits | None = 
         other = rng.choice([e for e in items if e["text"] != d["text"]])
         diff.append(guarded("different", d, other["text"]))
     out["different_fired"] = sum(t["miscues"].mismatch for t in diff)
-    out["different_fired_acoustic"] = sum(t["guard"] for t in diff)
+    out["different_fired_acoustic"] = sum(t["guard_without_pmi"] for t in diff)
+    out["different_fired_pmi"] = sum(t["guard"] for t in diff)
     out["different_ratio_max"] = sorted(t["miscues"].match_ratio for t in diff)[-5:]
     return out
 
@@ -255,7 +307,7 @@ def acoustic_section(res: dict, fits: Fits) -> list[str]:
     n = {k: sum(1 for x in g if x[0] == k) for k in ("true", "different")}
 
     def fired(kind: str, **kw: float) -> int:
-        return sum(does_not_match(m, ev, **kw) for k, m, ev, _ in g if k == kind)
+        return sum(does_not_match(m, ev, **kw) for k, m, ev, _, _ in g if k == kind)
 
     lines = [
         "",
@@ -270,7 +322,7 @@ def acoustic_section(res: dict, fits: Fits) -> list[str]:
         "|---|---:|---:|---|---:|",
     ]
     for kind, label in (("true", "true text"), ("different", "a different sentence")):
-        a = [ev.text for k, _, ev, _ in g if k == kind]
+        a = [ev.text for k, _, ev, _, _ in g if k == kind]
         ok = [f for f in a if f is not None]
         cov = sorted(f.coverage for f in ok)
         lines.append(f"| {label} | {len(a)} | {len(a) - len(ok)} | {quantiles([f.phone for f in ok])} | "
@@ -285,7 +337,7 @@ def acoustic_section(res: dict, fits: Fits) -> list[str]:
     ]
     for kind, label in (("true", "true text"), ("different", "a different sentence")):
         for sure in (True, False):
-            mm = [ev for k, m, ev, _ in g if k == kind and m.heard and m.match_ratio < MISMATCH_BELOW and m.mismatch == sure]
+            mm = [ev for k, m, ev, _, _ in g if k == kind and m.heard and m.match_ratio < MISMATCH_BELOW and m.mismatch == sure]
             margins = [ev.text.clip_fit() - ev.heard.clip_fit() for ev in mm if ev.text is not None and ev.heard is not None]
             lines.append(f"| {label} | {'says mismatch' if sure else 'unsure or alike'} | {len(mm)} | {len(margins)} | {quantiles(margins)} |")
     lines += [
@@ -309,30 +361,105 @@ def acoustic_section(res: dict, fits: Fits) -> list[str]:
         "|---|" + "---:|" * len(SWEEP_FAR_BELOW),
         "| fired | " + " | ".join(f"{fired('true', far_below=f)} / {fired('different', far_below=f)}" for f in SWEEP_FAR_BELOW) + " |",
     ]
-    secs = [(p["audio_s"], p["guard_s"]) for p in res["pairs"] if p["guard_s"] is not None]
-    five = sorted(t for a, t in secs if 4.0 <= a <= 6.0)
-    allt = sorted(t for _, t in secs) or [float("nan")]
+    lines.append("")
+    for key, label in (("align_s", "without the recogniser's score of the text"), ("guard_s", "with it (as `apa.reading`)")):
+        if key == "guard_s" and all(p["text_pmi"] is None for p in res["pairs"]):
+            continue
+        secs = [(p["audio_s"], p[key]) for p in res["pairs"] if p[key] is not None]
+        five = sorted(t for a, t in secs if 4.0 <= a <= 6.0)
+        allt = sorted(t for _, t in secs) or [float("nan")]
+        lines.append(
+            f"Time the guard's two alignments (text and words heard, 1 thread) add, {label}, where they are made "
+            f"({len(secs)} of {len(g)} pairs): median {allt[len(allt) // 2]:.2f} s, max {allt[-1]:.2f} s; "
+            + (f"on clips of 4-6 s ({len(five)}): median {five[len(five) // 2]:.2f} s, max {five[-1]:.2f} s." if five
+               else "no clip of 4-6 s among them.") + " Elsewhere they add nothing.")
+        lines.append("")
+    scored = any(p["text_pmi"] is not None for p in res["pairs"])
     lines += [
+        "True texts the transcript alone takes for another sentence, or the guard fires on (with or without the "
+        "recogniser's score of the text):",
         "",
-        f"Time the guard adds (its two alignments, text and words heard, 1 thread) where it aligns "
-        f"({len(secs)} of {len(g)} pairs): median {allt[len(allt) // 2]:.2f} s, max {allt[-1]:.2f} s; "
-        + (f"on clips of 4-6 s ({len(five)}): median {five[len(five) // 2]:.2f} s, max {five[-1]:.2f} s." if five
-           else "no clip of 4-6 s among them.") + " Elsewhere it adds nothing.",
-        "",
-        "True texts the transcript alone takes for another sentence, or the guard fires on:",
-        "",
-        "| clip | text | heard | Fit.phone of the text | clip_fit margin | guard |",
-        "|---|---|---|---:|---:|---|",
+        "| clip | text | heard | Fit.phone of the text | clip_fit margin | score of the text (nats) | guard without the score | guard |",
+        "|---|---|---|---:|---:|---:|---|---|",
     ]
-    for p, (_, m, ev, _) in zip(res["pairs"], g):
-        if p["kind"] == "true" and (p["transcript_mismatch"] or p["guard"]):
+    fires = lambda x: "fires" if x else "does not fire"  # noqa: E731
+    for p, (_, m, ev, _, _) in zip(res["pairs"], g):
+        if p["kind"] == "true" and (p["transcript_mismatch"] or p["guard"] or p["guard_without_pmi"]):
             a = "-" if ev.text is None else f"{ev.text.phone:.2f}"
             mg = "-" if ev.text is None or ev.heard is None else f"{ev.text.clip_fit() - ev.heard.clip_fit():.2f}"
-            lines.append(f"| {p['utt_id']} | {p['text']} | {p['heard']} | {a} | {mg} | {'fires' if p['guard'] else 'does not fire'} |")
+            sc = "-" if p["text_pmi"] is None else f"{p['text_pmi']:.2f}"
+            lines.append(f"| {p['utt_id']} | {p['text']} | {p['heard']} | {a} | {mg} | {sc} | "
+                         f"{fires(p['guard_without_pmi'])} | {fires(p['guard']) if scored else '-'} |")
     return lines
 
 
-def render(items: list[dict], res: dict, seed: int, offset: int = 0, fits: Fits | None = None, split: str = "test") -> str:
+SWEEP_PMI_BELOW = (-3.0, -4.0, -5.0, -6.0, -7.0, float("-inf"))  # nats (apa.miscues.TEXT_PMI_BELOW; -inf: off)
+SWEEP_PMI_KEEPS = (3.0, 4.0, 5.0, 6.0, 8.0, 10.0, float("inf"))  # nats (apa.miscues.TEXT_PMI_KEEPS_FROM; inf: off)
+
+
+def pmi_section(res: dict, scores: Scores) -> list[str]:
+    """The report's part on the recogniser's score of the text: its distribution, the guard over
+    its two cuts, and the time it adds to a transcription."""
+    from apa.miscues import MISMATCH_BELOW, TEXT_PMI_BELOW, TEXT_PMI_KEEPS_FROM, does_not_match
+    from apa.transcribe import PRIOR_S
+
+    g = res["guarded"]
+    n = {k: sum(1 for x in g if x[0] == k) for k in ("true", "different")}
+
+    def fired(kind: str, **kw: float) -> int:
+        return sum(does_not_match(m, ev, text_pmi=pmi, **kw) for k, m, ev, _, pmi in g if k == kind)
+
+    lines = [
+        "",
+        "## The recogniser's score of the text",
+        "",
+        "Each (clip, text) pair scored by Whisper itself (`WhisperTranscriber.reference_pmi`, `Transcript.reference_pmi`): "
+        "the text forced on the decoder as Whisper writes a sentence, the sum over its tokens of log P(token | clip) "
+        f"- log P(token | {PRIOR_S:g} s of silence), in nats (> 0: the clip makes the text likelier).",
+        "",
+        "| text | pairs | scored | all: min / 5% / 25% / median / 75% / 95% / max | "
+        f"fewer than {MISMATCH_BELOW:.2f} heard as written: pairs | their min / 5% / 25% / median / 75% / 95% / max |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for kind, label in (("true", "true text"), ("different", "a different sentence")):
+        v = [pmi for k, _, _, _, pmi in g if k == kind and pmi is not None]
+        few = [pmi for k, m, _, _, pmi in g if k == kind and pmi is not None and m.heard and m.match_ratio < MISMATCH_BELOW]
+        lines.append(f"| {label} | {n[kind]} | {len(v)} | {quantiles(v)} | {len(few)} | {quantiles(few)} |")
+    lines += [
+        "",
+        f"The guard (`apa.miscues.does_not_match` with `text_pmi`) over its two cuts, fired on true texts / on a different "
+        f"sentence (of {n['true']} / {n['different']}); in use: below {TEXT_PMI_BELOW} another sentence, from "
+        f"{TEXT_PMI_KEEPS_FROM} the text, in between the rules without the score (the other cuts as in use):",
+        "",
+        "| below (nats) \\ keeps from (nats) | " + " | ".join("off" if x == float("inf") else f"{x}" for x in SWEEP_PMI_KEEPS) + " |",
+        "|---|" + "---:|" * len(SWEEP_PMI_KEEPS),
+    ]
+    for b in SWEEP_PMI_BELOW:
+        cells = [f"{fired('true', pmi_below=b, pmi_keeps_from=k)} / {fired('different', pmi_below=b, pmi_keeps_from=k)}"
+                 for k in SWEEP_PMI_KEEPS]
+        lines.append(f"| {'off' if b == float('-inf') else b} | " + " | ".join(cells) + " |")
+    t = [(scores.recs[u], a, b) for u, (a, b) in scores.timings.items()]
+    audio_s = {p["utt_id"]: p["audio_s"] for p in res["pairs"]}
+    added = sorted(b - a for _, a, b in t) or [float("nan")]
+    plain = sorted(a for _, a, _ in t) or [float("nan")]
+    five = [(a, b) for r, a, b in t if 4.0 <= audio_s[r.utt_id] <= 6.0]
+    five_added = sorted(b - a for a, b in five)
+    five_plain = sorted(a for a, _ in five)
+    med = lambda v: v[len(v) // 2]  # noqa: E731
+    lines += [
+        "",
+        f"Time the score adds to a transcription (1 thread; `transcribe_against` with the clip's own text, its prior not "
+        f"cached, less `transcribe` of the same clip; {len(t)} clips): median {med(added):.3f} s, max {added[-1]:.3f} s "
+        f"(`transcribe` alone: median {med(plain):.3f} s); "
+        + (f"on clips of 4-6 s ({len(five)}): median {med(five_added):.3f} s added to {med(five_plain):.3f} s, max "
+           f"{five_added[-1]:.3f} s." if five else "no clip of 4-6 s among them.")
+        + " A text scored before costs one forced pass less (its prior is kept).",
+    ]
+    return lines
+
+
+def render(items: list[dict], res: dict, seed: int, offset: int = 0, fits: Fits | None = None, split: str = "test",
+           scores: Scores | None = None) -> str:
     import platform
 
     import ctranslate2
@@ -352,7 +479,7 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0, fits: Fits 
         f"- transcriber: {items[0]['model']} (apa.transcribe, int8, 1 thread); clips: {len(items)} {split} utterances "
         f"(every {2500 // len(items)}-th from {offset}), silence trimmed as the app does; edited-text checks on the first {ne}; seed {seed}",
         f"- command: `python -m bench.check_miscues{f' --split {split}' if split != 'test' else ''} --n {len(items)} --edited {ne}"
-        f"{f' --offset {offset}' if offset else ''}{' --no-acoustic' if fits is None else ''}"
+        f"{f' --offset {offset}' if offset else ''}{' --no-acoustic' if fits is None else ''}{' --no-pmi' if scores is None else ''}"
         f"{' --out bench/results/miscues_tuning.md' if split != 'test' else ''}`",
         "",
         "| check | result |",
@@ -366,10 +493,21 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0, fits: Fits 
         f"({100 * res['different_fired'] / len(items):.1f}%; highest match ratios {', '.join(f'{r:.2f}' for r in res['different_ratio_max'])}) |",
     ]
     if fits is not None:
+        bold = (lambda x: x) if scores is not None else (lambda x: f"**{x}**")
+        how = "" if scores is not None else " (as `apa.reading`)"
         lines += [
-            f"| mismatch guard fired, true texts, with the acoustic evidence (as `apa.reading`) | **{res['true_fired_acoustic']}** |",
-            f"| mismatch guard fired, a different sentence, with the acoustic evidence | **{res['different_fired_acoustic']} / {len(items)}** "
+            f"| mismatch guard fired, true texts, with the acoustic evidence{how} | {bold(res['true_fired_acoustic'])} |",
+            f"| mismatch guard fired, a different sentence, with the acoustic evidence | "
+            f"{bold(str(res['different_fired_acoustic']) + ' / ' + str(len(items)))} "
             f"({100 * res['different_fired_acoustic'] / len(items):.1f}%) |",
+        ]
+    if scores is not None:
+        lines += [
+            f"| mismatch guard fired, true texts, with {'the acoustic evidence and ' if fits is not None else ''}"
+            f"the recogniser's score of the text (as `apa.reading`) | **{res['true_fired_pmi']}** |",
+            f"| mismatch guard fired, a different sentence, with {'the acoustic evidence and ' if fits is not None else ''}"
+            f"the recogniser's score of the text | **{res['different_fired_pmi']} / {len(items)}** "
+            f"({100 * res['different_fired_pmi'] / len(items):.1f}%) |",
         ]
     lines += [
         f"| nothing heard (no words in the transcript) | {res['true_empty']} of {len(items)} |",
@@ -385,6 +523,8 @@ def render(items: list[dict], res: dict, seed: int, offset: int = 0, fits: Fits 
     ]
     if fits is not None:
         lines += acoustic_section(res, fits)
+    if scores is not None:
+        lines += pmi_section(res, scores)
     return "\n".join(lines) + "\n"
 
 
@@ -397,17 +537,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--split", choices=("test", "train"), default="test", help="train: the clips the guard's cuts are chosen on")
     ap.add_argument("--transcripts", type=Path, default=None, help="default: bench/results/transcripts_so762_<split>.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "miscues.md")
-    ap.add_argument("--no-acoustic", action="store_true", help="do not align: the guard from the transcript only")
+    ap.add_argument("--no-acoustic", action="store_true", help="do not align: the guard without the acoustic evidence")
+    ap.add_argument("--no-pmi", action="store_true", help="do not score the texts by the recogniser")
     ap.add_argument("--pairs-out", type=Path, default=None,
                     help="also write one JSON line per guarded (clip, text) pair (for a closer look; not committed)")
     args = ap.parse_args(argv)
     recs = pick_records(args.n, args.offset, args.split)
     items = transcribe_all(recs, args.transcripts or RESULTS / f"transcripts_so762_{args.split}.jsonl")
     fits = None if args.no_acoustic else Fits(recs)
-    res = run_checks(items, args.edited, args.seed, fits)
+    scores = None if args.no_pmi else Scores(recs)
+    res = run_checks(items, args.edited, args.seed, fits, scores)
     if args.pairs_out is not None:
         args.pairs_out.write_text("".join(json.dumps(p) + "\n" for p in res["pairs"]), encoding="utf-8")
-    table = render(items, res, args.seed, args.offset, fits, args.split)
+    table = render(items, res, args.seed, args.offset, fits, args.split, scores)
     print(table)
     args.out.write_text(table, encoding="utf-8")
 

@@ -249,6 +249,57 @@ def test_reading_guard_uses_the_acoustic_evidence(fake_scorer_class):
     assert unused.calls == []
 
 
+class ScoringTranscriber(FakeTranscriber):
+    """A fake that also scores the reference (`transcribe_against`) with a fixed score; records the words asked."""
+
+    def __init__(self, text: str, pmi: float | None, scored_words: tuple[str, ...] | None = None):
+        super().__init__(text)
+        self.pmi, self.scored_words, self.asked = pmi, scored_words, []
+
+    def transcribe_against(self, audio, reference):
+        from dataclasses import replace
+
+        self.asked.append(tuple(reference))
+        words = self.scored_words if self.scored_words is not None else tuple(reference)
+        return replace(self.transcribe(audio), reference=words, reference_pmi=self.pmi)
+
+
+def test_reading_guard_uses_the_recognisers_score_of_the_text(fake_scorer_class):
+    from apa.miscues import TEXT_PMI_BELOW, TEXT_PMI_KEEPS_FROM
+
+    s = acoustic_scorer(fake_scorer_class, POOR)
+    other = "the weather is lovely in spring today"
+    # the rules alone keep the text here (it fits better than "Tuesday."); a low score overrules them, unaligned
+    worse = FakeAligner(fit(-4.0), fit(-4.0 - BY))
+    low = ScoringTranscriber("Tuesday.", TEXT_PMI_BELOW - 1.0)
+    with pytest.raises(TextMismatch):
+        assess_reading(s, AUDIO, "We call it bear.", low, align_words=worse)
+    assert low.asked == [tuple(CLIP_TEXT.split())] and low.calls == 1 and worse.calls == []
+    # the rules alone refuse another sentence here; a high score keeps the text, unaligned
+    better = FakeAligner(fit(-4.0), fit(-4.0 + BY))
+    high = ScoringTranscriber(other, TEXT_PMI_KEEPS_FROM + 1.0)
+    a = assess_reading(s, AUDIO, CLIP_TEXT, high, align_words=better)
+    assert a.text == CLIP_TEXT and a.heard == other and better.calls == []
+    # in between: aligned, and the rules decide
+    with pytest.raises(TextMismatch):
+        assess_reading(s, AUDIO, CLIP_TEXT, ScoringTranscriber(other, 0.0), align_words=better)
+    assert better.calls == [CLIP_TEXT.split(), other.upper().split()]
+    # a score of other words than the scorer's is not used: the rules decide
+    with pytest.raises(TextMismatch):
+        assess_reading(s, AUDIO, CLIP_TEXT, ScoringTranscriber(other, TEXT_PMI_KEEPS_FROM + 1.0, ("OTHER",)),
+                       align_words=FakeAligner(fit(-4.0), fit(-4.0 + BY)))
+    # no score (None): the rules decide, as with a transcriber that cannot score
+    with pytest.raises(TextMismatch):
+        assess_reading(s, AUDIO, CLIP_TEXT, ScoringTranscriber(other, None), align_words=better)
+    # a scorer that does not align: the score still decides
+    assert assess_reading(fake_scorer_class(), AUDIO, CLIP_TEXT, ScoringTranscriber(other, TEXT_PMI_KEEPS_FROM)).text == CLIP_TEXT
+    with pytest.raises(TextMismatch):
+        assess_reading(fake_scorer_class(), AUDIO, CLIP_TEXT, ScoringTranscriber("Tuesday.", TEXT_PMI_BELOW - 1.0))
+    # the words heard as written: never, whatever the score
+    said = ScoringTranscriber("we call it bear", -100.0)
+    assert assess_reading(s, AUDIO, CLIP_TEXT, said, align_words=worse).heard == "we call it bear"
+
+
 def test_fit_of_words(speech):
     from apa.audio import trim_silence
     from apa.reading import fit_of
