@@ -87,6 +87,19 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def whisper():
+    """The real Whisper-base transcriber from the weight packages (skipped without them), loaded once."""
+    from apa.mini.sources import packages_available
+
+    ok, reason = packages_available()
+    if not ok:
+        pytest.skip(reason)
+    from apa.transcribe import load_transcriber
+
+    return load_transcriber("whisper-base")
+
+
+@pytest.fixture(scope="session")
 def clip(so762_dir: Path) -> Path:
     """One corpus recording of "WE CALL IT BEAR" (Opus)."""
     p = so762_dir / "WAVE" / CLIP[0] / f"{CLIP[1]}.opus"

@@ -408,18 +408,6 @@ def test_unloadable_transcriber_degrades(scorer, monkeypatch, clip):
 
 
 # ------------------------------------------------------------------------------ the real model
-@pytest.fixture(scope="module")
-def whisper():
-    from apa.mini.sources import packages_available
-
-    ok, reason = packages_available()
-    if not ok:
-        pytest.skip(reason)
-    from apa.transcribe import load_transcriber
-
-    return load_transcriber("whisper-base")
-
-
 @pytest.mark.slow
 def test_real_whisper_hears_the_clip_and_finds_miscues(whisper, speech):
     from apa.audio import trim_silence

@@ -63,18 +63,6 @@ def test_encoding_tokenizer_leaves_a_complete_file_alone(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the real Whisper
-@pytest.fixture(scope="module")
-def whisper():
-    from apa.mini.sources import packages_available
-
-    ok, reason = packages_available()
-    if not ok:
-        pytest.skip(reason)
-    from apa.transcribe import load_transcriber
-
-    return load_transcriber("whisper-base")
-
-
 @pytest.mark.slow
 def test_the_packaged_tokenizer_encodes_as_whisper_writes(whisper):
     ids = whisper.encoder_tokenizer.encode(" Go to the shop.", add_special_tokens=False).ids
