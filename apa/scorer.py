@@ -39,6 +39,7 @@ from apa.prompts import PHONE_SCALE, Reference
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
 MODES = ("expected", "greedy")
+HISTORIES = ("greedy", "top", "helper")  # what each slot's reading is conditioned on (DecodeOptions.history)
 Spans = tuple[np.ndarray, np.ndarray]  # a clip's phones' (start (n,), end (n,)) in seconds
 STAT_KEYS = ("clips", "forwards", "llm_tokens", "passes", "side_tokens", "slots")
 
@@ -69,7 +70,13 @@ class DecodeOptions:
     results without times (the scores are the same either way). gopt_blend: for a model with a
     GOPT helper (`apa.gopt`), the weight of the helper's predictions in the reported phone, word
     and sentence scores (`apa.gopt.blend`; 0: the LMM's own reading); None: the weights per
-    aspect fitted with the adapter (its blend.json), else apa.gopt.DEFAULT_BLEND."""
+    aspect fitted with the adapter (its blend.json), else apa.gopt.DEFAULT_BLEND. history: the
+    values in the earlier word and phone slots when a slot is read (fast decoder only; sentence
+    scores are always greedy): "greedy", the greedy values (what greedy decoding emits); "top",
+    their top values (as if all before were said perfectly); "helper", the GOPT helper's
+    predictions rounded to the slot's values (`fixed_history`; "top" where it has none). A fixed
+    history reads all word and phone slots in one pass and cannot cascade: with greedy feedback
+    one low reading pulls the next ones down."""
 
     mode: str = "expected"
     batch_size: int = 8
@@ -77,10 +84,13 @@ class DecodeOptions:
     batch_clips: bool | None = None
     feedback: bool = True
     gopt_blend: float | None = None
+    history: str = "greedy"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.history not in HISTORIES:
+            raise ValueError(f"history must be one of {HISTORIES}, not {self.history!r}")
         if self.gopt_blend is not None and not 0.0 <= self.gopt_blend <= 1.0:
             raise ValueError(f"gopt_blend must be within [0, 1], not {self.gopt_blend}")
 
@@ -359,7 +369,8 @@ class AudioLMMScorer:
         feats, n_frames = log_mel_features(self.processor.feature_extractor, audio)
         audio_emb = encode_audio_fast(self.model, feats.to(self.device), n_frames)
         prompt = prompt_embeds(dec, plan, audio_emb, self._evidence_vectors(plan, evidence))
-        readings, self._guess_prior = decode_clip(dec, plan, prompt, self._guess_prior, self.stats)
+        readings, self._guess_prior = decode_clip(dec, plan, prompt, self._guess_prior, self.stats,
+                                                  self.history_for(plan, evidence))
         return readings
 
     def _read_together(self, audios: Sequence[np.ndarray], plans: Sequence[Plan],
@@ -370,8 +381,60 @@ class AudioLMMScorer:
         feats, n_frames = log_mel_features_batch(self.processor.feature_extractor, audios, device=self.device)
         embs = encode_audio_batch(self.model, feats, n_frames)
         prompts = [prompt_embeds(dec, plan, e, self._evidence_vectors(plan, ev)) for plan, e, ev in zip(plans, embs, evidence)]
-        readings, self._guess_prior = decode_clips(dec, plans, prompts, self._guess_prior, self.stats)
+        fed = [self.history_for(plan, ev) for plan, ev in zip(plans, evidence)]
+        readings, self._guess_prior = decode_clips(dec, plans, prompts, self._guess_prior, self.stats,
+                                                   None if all(f is None for f in fed) else fed)
         return readings
+
+    def history_for(self, plan: Plan, evidence: np.ndarray | None) -> list[int | None] | None:
+        """The fixed history options.history asks for (`fixed_history`), None for greedy."""
+        if self.options.history == "greedy":
+            return None
+        from apa.gopt import OUTPUT_NAMES
+
+        helper = None
+        if self.options.history == "helper" and self.gopt is not None and evidence is not None:
+            helper = np.asarray(evidence, np.float64)[:, -len(OUTPUT_NAMES):]
+        return fixed_history(plan, helper)
+
+
+def fixed_history(plan: Plan, helper: np.ndarray | None = None) -> list[int | None]:
+    """Per slot of `plan`, the index of the value fed back after it when later slots are read:
+    None for the sentence scores (they come first and are decoded greedily: they move together);
+    for word and phone slots the GOPT helper's prediction rounded to the nearest of the slot's
+    values where helper (n_phones, len(apa.gopt.OUTPUT_NAMES), label scales: phone 0-2, word 0-10)
+    has one, else the slot's top value (always for stress, which the helper does not predict)."""
+    from apa.gopt import WORD_TARGETS
+
+    phone_rows: dict[int, list[int]] = {}  # word -> its rows (phones in template order)
+    n = 0
+    for slot in plan.slots:
+        if slot.kind == "phone":
+            phone_rows.setdefault(slot.word, []).append(n)
+            n += 1
+    if helper is not None and len(helper) != n:
+        raise ValueError(f"{len(helper)} helper rows for {n} phone slots")
+    out: list[int | None] = []
+    k = 0
+    for slot in plan.slots:
+        if slot.kind.startswith("sentence."):
+            out.append(None)
+            continue
+        values = np.array([float(v) for v in slot.values])
+        x = np.nan
+        aspect = slot.kind.split(".")[-1]
+        if helper is not None and slot.kind == "phone":
+            x = helper[k, 0] * PHONE_SCALE
+        elif helper is not None and aspect in WORD_TARGETS:
+            x = _finite_mean(helper[phone_rows.get(slot.word, []), 1 + WORD_TARGETS.index(aspect)])
+        k += slot.kind == "phone"
+        out.append(int(np.argmin(np.abs(values - x))) if np.isfinite(x) else int(np.argmax(values)))
+    return out
+
+
+def _finite_mean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
 
 
 @torch.inference_mode()

@@ -261,3 +261,61 @@ def test_encoder_states_match_the_stock_encoder_layers(fast):
         torch.testing.assert_close(batch[2][:, :width], captured[0][0, :v], atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="layers"):
         encoder_states(fast.model, feats, ns, (depth + 1,))
+
+
+def test_fixed_history_of_the_greedy_values_reads_as_greedy(fast, monkeypatch):
+    """Feeding each slot's greedy value as a fixed history gives the greedy decode's readings,
+    in one pass per clip; clips decoded together read what each reads alone."""
+    clips, refs = [_clip(2.4, 40), _clip(1.5, 41)], [REF, REF2]
+    greedy = fast.read_slots(clips, refs)
+    fed = {tuple(fast.plan(r).prompt_ids): [int(np.argmax(x.probs)) for x in g] for r, g in zip(refs, greedy)}
+    for together in (False, True):
+        sc = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(history="top", batch_clips=together, batch_size=2))
+        monkeypatch.setattr(sc, "history_for", lambda plan, ev: fed[tuple(plan.prompt_ids)])
+        for a, b in zip(sc.read_slots(clips, refs), greedy):
+            _assert_same(a, b)
+        assert sc.stats["passes"] == len(clips), sc.stats  # all slots fixed: one pass a clip
+
+
+def test_top_history_conditions_later_slots_only(fast, monkeypatch):
+    """history="top": the sentence slots and the first word slot read as in greedy decoding, and
+    slots after one whose greedy value is not the top value read differently (by more than the
+    rounding seen when the greedy values themselves are fed)."""
+    clip = _clip(2.2, 42)
+    greedy = fast.read_slots([clip], [REF])[0]
+    top = AudioLMMScorer(fast.model, fast.processor, options=DecodeOptions(history="top"))
+    fixed = top.read_slots([clip], [REF])[0]
+    n_sentence = sum(g.kind.startswith("sentence.") for g in greedy)
+    assert top.stats["passes"] <= n_sentence + 1  # greedy sentence scores, then one pass
+    _assert_same(fixed[: n_sentence + 1], greedy[: n_sentence + 1], atol=1e-5)  # nothing fixed before them
+    monkeypatch.setattr(top, "history_for", lambda plan, ev: [int(np.argmax(g.probs)) for g in greedy])
+    same = top.read_slots([clip], [REF])[0]
+    first_off = next(k for k, g in enumerate(greedy) if k >= n_sentence and g.greedy != float(g.values[-1]))
+    after = slice(first_off + 1, None)
+    noise = max(np.abs(a.probs - b.probs).max() for a, b in zip(same[after], greedy[after]))
+    moved = max(np.abs(a.probs - b.probs).max() for a, b in zip(fixed[after], greedy[after]))
+    assert moved > 10 * noise + 1e-6, (moved, noise)
+
+
+def test_fixed_history_rounds_the_helpers_predictions(fast):
+    from apa.gopt import OUTPUT_NAMES
+    from apa.scorer import fixed_history
+
+    plan = fast.plan(REF2)  # ZERO (4 phones), ONE (3)
+    helper = np.full((7, len(OUTPUT_NAMES)), np.nan)
+    helper[:4] = [1.13, 6.4, 3.2, 7.6, 8.1, 2.0, 9.7]  # phone 0-2, word 0-10, sentence 0-10 (not read)
+    helper[4:, 0] = 0.1  # ONE: phones only
+    got = dict(zip([(s.kind, s.word, s.phone) for s in plan.slots], fixed_history(plan, helper)))
+    value = {(s.kind, s.word, s.phone): s.values for s in plan.slots}
+    assert all(got[k] is None for k in got if k[0].startswith("sentence."))  # greedy there
+    pick = {k: value[k][i] for k, i in got.items() if i is not None}
+    assert pick[("phone", 0, 0)] == "6"  # 1.13 * 5 = 5.65
+    assert pick[("phone", 1, 2)] == "0"
+    assert pick[("word.accuracy", 0, -1)] == "6" and pick[("word.total", 0, -1)] == "3"
+    assert pick[("word.accuracy", 1, -1)] == "10"  # NaN: the top value
+    assert pick[("word.stress", 0, -1)] == "10"
+    assert all(i is None or value[k][i] == value[k][-1] for k, i in zip(value, fixed_history(plan)))  # no helper: top
+    with pytest.raises(ValueError, match="helper rows"):
+        fixed_history(plan, helper[:3])
+    with pytest.raises(ValueError, match="history"):
+        DecodeOptions(history="sampled")

@@ -29,7 +29,7 @@ from apa.data import LABEL_SNAPSHOT, load_split
 from apa.metrics import ASPECTS, evaluate, pairs, to_dict, to_markdown
 from apa import config
 from apa.decoding import SlotReading
-from apa.scorer import MODES, AudioLMMScorer, DecodeOptions, to_assessment
+from apa.scorer import HISTORIES, MODES, AudioLMMScorer, DecodeOptions, to_assessment
 
 CONTROLS = ("silence", "none")
 
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gopt-blend", type=float, default=DecodeOptions.gopt_blend,
                     help="weight of a GOPT helper's predictions in the scores (apa.gopt.blend; 0: the LMM alone; "
                          "default: the weights fitted with the adapter, blend.json)")
+    ap.add_argument("--history", default=DecodeOptions.history, choices=HISTORIES,
+                    help="what each slot is read after (apa.scorer.DecodeOptions.history): greedy values, "
+                         "top values, or the GOPT helper's predictions")
     ap.add_argument("--control", default="silence", choices=CONTROLS, help="deaf control: score silence of the same length too")
     ap.add_argument("--out", required=True)
     return ap
@@ -100,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
         model = str(assemble_apa_mini())
     device = config.pick_device(args.device)
     batch_size = args.batch_size or (256 if device.type == "cuda" else 8)
-    options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast", gopt_blend=args.gopt_blend)
+    options = DecodeOptions(batch_size=batch_size, fast=args.decoder == "fast", gopt_blend=args.gopt_blend,
+                            history=args.history)
     scorer = AudioLMMScorer.from_pretrained(model, choice.adapter, device=device, dtype=args.dtype, options=options)
     records = load_split(config.corpus_dir(args.data), args.split)
     if args.ids:
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     device += f", {str(scorer.model.dtype).removeprefix('torch.')}"
     result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decoder": args.decoder,
               "batch_size": batch_size, "device": device, "load_seconds": round(load_seconds, 1),
-              "decode_seconds": round(seconds, 1), "aspects": list(ASPECTS), "shard": args.shard,
+              "decode_seconds": round(seconds, 1), "history": args.history, "aspects": list(ASPECTS), "shard": args.shard,
               "gopt_blend": blend_record(scorer.blend_weights) if scorer.gopt is not None else None}
     md = [f"# {scorer.name} on {LABEL_SNAPSHOT}, {args.split} split ({len(records)} utterances)\n",
           f"Decoding: {seconds:.1f} s ({args.decoder} decoder, batch {batch_size}, {device}; audio files read in {load_seconds:.1f} s before)\n"]

@@ -8,6 +8,12 @@ readings are kept up to the first slot whose greedy value differs from its guess
 exactly the context greedy decoding gives them. The cache is cut back to just before that slot's
 value and the next pass continues from there with the right value.
 
+A fixed history (`fed`: values given before decoding for some or all slots) puts those values in
+their slots instead of the greedy ones: nothing is guessed there, so one pass reads every slot
+after the last greedy one. Greedy feedback lets one low reading pull the next ones down (the
+model was trained on the true scores in those places, not its own); a fixed history cannot
+cascade.
+
 The first pass carries the prompt (the fixed part before the audio comes from a cache) and reads
 only the first slot; `Guesser` picks later windows and guesses. A model that keeps defeating the
 guesses gets small windows, so it costs about what step-by-step decoding costs. `ClipDecode` is
@@ -160,17 +166,30 @@ class ClipDecode:
     on. `self.past` is the number of this clip's tokens in the KV cache the next pass continues from.
     """
 
-    def __init__(self, plan: Plan, prompt: torch.Tensor | None, past: int, prior: Sequence[tuple[float, float]]):
+    def __init__(self, plan: Plan, prompt: torch.Tensor | None, past: int, prior: Sequence[tuple[float, float]],
+                 fed: Sequence[int | None] | None = None):
+        """fed: per slot, the index (into its values) of the value fed back after it (a fixed
+        history), or None there for its greedy value; fed None: greedy everywhere."""
+        if fed is not None and len(fed) != len(plan.slots):
+            raise ValueError(f"a fixed history needs {len(plan.slots)} values, not {len(fed)}")
         self.plan = plan
+        self.fed = None if fed is None else [None if v is None else int(v) for v in fed]
         self.pre = prompt  # (n, hidden) or None
         self.past = past
         self.guesser = Guesser(plan, prior)
         self.readings: list[SlotReading] = []
         self.start = list(plan.forced[0])  # tokens before slot j's value not yet fed
         self.j = 0
-        self.window = FAST_FIRST_WINDOW
+        self.window = len(plan.slots) if self._fixed_from(0) else FAST_FIRST_WINDOW
         self.need: list[int] = []  # rows of the last pass whose logits read_pass wants, ascending
         self._pass: tuple = ()
+
+    def _fixed(self, k: int) -> bool:
+        return self.fed is not None and self.fed[k] is not None
+
+    def _fixed_from(self, j: int) -> bool:
+        """Every slot from j on has a fixed value (one pass reads them all)."""
+        return self.fed is not None and all(v is not None for v in self.fed[j:])
 
     @property
     def done(self) -> bool:
@@ -189,6 +208,8 @@ class ClipDecode:
         j = self.j
         kend = min(len(plan.slots) - 1, j + self.window - 1)
         g = self.guesser.guesses(j, kend)
+        if self.fed is not None:
+            g = [g[i] if self.fed[k] is None else self.fed[k] for i, k in enumerate(range(j, kend + 1))]
         n_pre, past = self.n_pre, self.past
         main = list(self.start)
         read_at: list[int] = []  # row of the token before each slot's value (its reading)
@@ -258,8 +279,11 @@ class ClipDecode:
             guesser.read(k, c)
             if stop < k:
                 continue
-            chosen = c
             self.readings.append(SlotReading(plan.slots[k].kind, plan.slots[k].values, probs))
+            if self._fixed(k):
+                chosen = self.fed[k]
+                continue
+            chosen = c
             guesser.accept(k, chosen, g[i] if k < kend else None)
             if k < kend and chosen != g[i]:
                 stop = k  # later slots of this pass saw a wrong value
@@ -269,11 +293,11 @@ class ClipDecode:
         self.start = list(plan.value_toks[stop][chosen]) + plan.forced[stop + 1]
         self.j = stop + 1
         if self.j < len(plan.slots):
-            self.window = guesser.window(self.j, len(self.start))
+            self.window = len(plan.slots) - self.j if self._fixed_from(self.j) else guesser.window(self.j, len(self.start))
 
     def update_prior(self, prior: Sequence[tuple[float, float]]) -> GuessPrior:
         """The running guess-hit counts over clips, with this clip's added (decayed: the last
-        ~GUESS_MEMORY guesses per region)."""
+        ~GUESS_MEMORY guesses per region; slots of a fixed history guess nothing)."""
         out = []
         for r, (h, n) in enumerate(prior):
             h, n = h + self.guesser.hits[r], n + self.guesser.hits[r] + self.guesser.misses[r]
@@ -284,16 +308,17 @@ class ClipDecode:
 
 
 def decode_clip(
-    dec: DecoderBackend, plan: Plan, prompt: torch.Tensor, prior: Sequence[tuple[float, float]], stats: Stats
+    dec: DecoderBackend, plan: Plan, prompt: torch.Tensor, prior: Sequence[tuple[float, float]], stats: Stats,
+    fed: Sequence[int | None] | None = None,
 ) -> tuple[list[SlotReading], GuessPrior]:
     """One clip: prompt (prompt tokens, hidden) from `prompt_embeds`. Returns the readings of every
     slot in template order and the guess prior updated with this clip; adds to `stats` (forwards,
-    passes, llm_tokens, side_tokens, slots)."""
+    passes, llm_tokens, side_tokens, slots). fed: a fixed history (`ClipDecode`), None: greedy."""
     dev = prompt.device
     w_head, b_head = dec.head_rows(plan.cols)
     cache = dec.new_cache(prompt.shape[0] + plan.max_decode_tokens)
     n = dec.load_prefix(cache, plan.prompt_ids[: plan.audio_at])
-    clip = ClipDecode(plan, prompt[n:], n, prior)
+    clip = ClipDecode(plan, prompt[n:], n, prior, fed)
     while not clip.done:
         n_pre, pre = clip.n_pre, clip.pre
         ids, pos, lim, n_main = clip.plan_pass()
@@ -314,9 +339,9 @@ def decode_clip(
 
 def decode_clips(
     dec: DecoderBackend, plans: Sequence[Plan], prompts: Sequence[torch.Tensor],
-    prior: Sequence[tuple[float, float]], stats: Stats,
+    prior: Sequence[tuple[float, float]], stats: Stats, fed: Sequence[Sequence[int | None] | None] | None = None,
 ) -> tuple[list[list[SlotReading]], GuessPrior]:
-    """`decode_clip` for many clips (a `batched` backend): each forward carries the next pass of
+    """`decode_clip` for many clips (fed: per clip, as there; a `batched` backend): each forward carries the next pass of
     every unfinished clip, right-padded to the longest (padding rows attend to entry 0 only and
     write their K/V to a spare cache column nobody reads). A clip's cache row holds exactly what
     its own decode would hold, at its own offsets, so readings are the same. Also counts
@@ -331,7 +356,7 @@ def decode_clips(
     clips: list[ClipDecode] = []
     for b, (plan, prompt) in enumerate(zip(plans, prompts)):
         n = dec.load_prefix(cache, plan.prompt_ids[: plan.audio_at], row=b)
-        clips.append(ClipDecode(plan, prompt[n:], n, prior))
+        clips.append(ClipDecode(plan, prompt[n:], n, prior, None if fed is None else fed[b]))
     # vocabulary columns read by any clip; per clip, where its plan's columns are among them
     union = sorted({c for plan in plans for c in plan.cols})
     at = {c: i for i, c in enumerate(union)}
