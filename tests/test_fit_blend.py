@@ -65,3 +65,34 @@ def test_fit_writes_weights_the_scorer_can_load(tmp_path, so762_dir):
     w = BlendWeights.load(tmp_path / "b")
     assert w is not None and w.phone == 0.0 and w.sentence_total == 0.0  # the perfect reading wins
     assert "| phone |" in (tmp_path / "b" / "blend.md").read_text()
+
+
+def test_fit_pools_several_folds_and_refuses_a_clip_twice(tmp_path, so762_dir):
+    """Two held-out folds' files (one gzipped) are fitted as one set; a clip in both is refused."""
+    import gzip
+
+    from apa.data import load_split
+    from training.fit_blend import main
+    from training.fit_gopt import save_oof
+
+    recs = load_split(so762_dir, "train")[:40]
+    rng = np.random.default_rng(2)
+    preds = []
+    for r in recs:
+        n = sum(len(w.phones) for w in r.labels.words)
+        preds.append(rng.uniform(0, 2, size=(n, len(OUTPUT_NAMES))).astype(np.float32))  # a useless helper
+    gopt = tmp_path / "gopt"
+    gopt.mkdir()
+    save_oof(gopt, [r.utt_id for r in recs], preds)
+    rows = ["".join(json.dumps({"utt_id": r.utt_id, "expected": r.labels.to_dict()}) + "\n" for r in part)
+            for part in (recs[:20], recs[20:])]
+    (tmp_path / "a.jsonl").write_text(rows[0])
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as f:
+        f.write(rows[1])
+    main(["fit", "--predictions", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl.gz"), "--gopt", str(gopt),
+          "--data", str(so762_dir), "--out", str(tmp_path / "w")])
+    md = (tmp_path / "w" / "blend.md").read_text()
+    assert "on 40 held-out train clips" in md and BlendWeights.load(tmp_path / "w").phone == 0.0
+    with pytest.raises(SystemExit, match="more than one"):
+        main(["fit", "--predictions", str(tmp_path / "a.jsonl"), str(tmp_path / "a.jsonl"), "--gopt", str(gopt),
+              "--data", str(so762_dir), "--out", str(tmp_path / "x")])

@@ -82,12 +82,17 @@ def test_a_helper_on_tower_states_is_trained_with_and_scored_by_the_same_states(
     assert np.isnan(unaligned[:, len(FEATURE_NAMES):]).all()
     result = scorer.assess(_clip(1.5, 0), "we call it bear")
     assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)
+    assert scorer.history == "helper" and scorer0.history == "greedy"  # "auto": the helper's history where there is one
+    scorer.stats = {}
+    scorer.read_slots([rec.audio()], [rec.reference], evidence=[full])
+    n_sentence = sum(s.kind.startswith("sentence.") for s in scorer.plan(rec.reference).slots)
+    assert scorer.stats["passes"] <= n_sentence + 1  # the word and phone slots in one pass
 
     # 5. evaluation from the corpus file takes the times from it
     res = evaluate(["--model", str(tiny_dir), "--adapter", str(out / "adapter"), "--data", str(so762_dir), "--split", "train",
                     "--limit", "2", "--evidence-features", str(feats), "--control", "none", "--device", "cpu",
                     "--out", str(tmp_path / "eval")])
-    assert res["n"] == 2
+    assert res["n"] == 2 and res["history"] == "helper"  # "auto" with a helper
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert all(r["expected"]["extra"]["gopt_blend"] != 0.0 for r in rows)  # the helper's columns were there to blend
 

@@ -5,8 +5,8 @@
     # 2. (GPU) an LMM trained without them (training.train --exclude_ids), scored on them, unblended,
     #    with the helper's out-of-fold columns (training.evaluate --split train --ids ... --evidence-oof runs/gopt
     #    --gopt-blend 0 --control none)
-    # 3. the weight per aspect that maximises PCC on those clips
-    python -m training.fit_blend fit --predictions DIR/predictions.jsonl --gopt runs/gopt --out runs/blend
+    # 3. the weight per aspect that maximises PCC on those clips (several folds' predictions: pooled)
+    python -m training.fit_blend fit --predictions DIR/predictions.jsonl [DIR1/predictions.jsonl ...] --gopt runs/gopt --out runs/blend
 
 `fit` writes blend.json (apa.gopt.BlendWeights: copy it into the adapter, where the scorer reads
 it) and blend.md: PCC of each aspect over the weight grid on the held-out clips. Neither the
@@ -40,6 +40,13 @@ def heldout_ids(gopt_dir: str, features: str, data: str, fold: int) -> list[str]
     ids, speakers, _ = utterances(features, data, "train")
     folds = fold_assignment(speakers, config.folds, seed)
     return [u for u, f in zip(ids, folds) if f == fold]
+
+
+def read_text(path: str) -> str:
+    """A predictions file's text, gzipped or not."""
+    import gzip
+
+    return gzip.open(path, "rt").read() if str(path).endswith(".gz") else Path(path).read_text()
 
 
 def aspect_pairs(rows: Sequence[dict], oof: dict[str, np.ndarray], records: dict) -> dict[str, tuple[np.ndarray, ...]]:
@@ -91,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ids.add_argument("--fold", type=int, default=0)
     ids.add_argument("--out", required=True)
     fit = sub.add_parser("fit", help="fit the weights from the held-out clips' unblended predictions")
-    fit.add_argument("--predictions", required=True, help="training.evaluate predictions.jsonl (--gopt-blend 0)")
+    fit.add_argument("--predictions", required=True, nargs="+",
+                     help="training.evaluate predictions.jsonl (--gopt-blend 0; .gz too), one per held-out fold")
     fit.add_argument("--gopt", required=True, help="the helper's training.fit_gopt dir (oof.npz)")
     fit.add_argument("--data", default="")
     fit.add_argument("--out", required=True)
@@ -109,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from apa.gopt import BlendWeights
     from training.fit_gopt import load_oof
 
-    rows = [json.loads(line) for line in Path(args.predictions).read_text().splitlines() if line]
+    rows = [json.loads(line) for path in args.predictions for line in read_text(path).splitlines() if line]
+    if len({r["utt_id"] for r in rows}) != len(rows):
+        raise SystemExit("a clip appears in more than one predictions file: give each held-out fold once")
     records = {r.utt_id: r for r in load_split(corpus_dir(args.data or None), "train")}
     pairs = aspect_pairs(rows, load_oof(args.gopt), records)
     best, curves = fit_weights(pairs)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device-side: pack each run's metrics, configs, gzipped predictions and an fp16 copy of
-# its adapter into $OUT/results.tgz (split into 15 MB parts for the transfer limit).
+# its adapter (and each other evaluation's metrics and predictions) into $OUT/results.tgz (split into 15 MB parts for the transfer limit).
 # SHIP=<run name> keeps that run's adapter in float32 (the one to ship).
 set -uo pipefail
 cd /root
@@ -22,6 +22,11 @@ if os.environ.get("SHIP") != n:
     sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
 save_file(sd, f"/root/pack/{n}/adapter/adapter_model.safetensors", metadata={"format": "pt"})
 PY
+done
+for d in results/*/; do  # evaluations without a trained run of their own (e.g. the shipped adapter)
+  n=$(basename "$d"); [ -d runs/$n ] && continue
+  mkdir -p pack/$n && cp results/$n/metrics.md results/$n/metrics.json results/$n/eval.log pack/$n/ 2>/dev/null
+  [ -f results/$n/predictions.jsonl ] && gzip -c results/$n/predictions.jsonl > pack/$n/predictions.jsonl.gz
 done
 tar czf /root/results.tgz pack && split -b 15M -d /root/results.tgz $OUT/results.tgz.part_
 ls -la $OUT

@@ -11,7 +11,10 @@
 # enough for git, saved in fp16 before they are evaluated (as shipped), scored unblended
 # (--gopt-blend 0: the blend is applied after, training.merge_shards), and one trained without
 # the helper's fold 0 and scored on it, for training.fit_blend ($HELDOUT: training.fit_blend ids);
-# round 6 (start6): the same with a helper that also reads the audio tower (apa-mini v6).
+# round 6 (start6): the same with a helper that also reads the audio tower (apa-mini v6);
+# round 7 (start7): v6's recipe without the helper's folds 1 and 2 ($HELDOUT1, $HELDOUT2), each
+# scored on its fold with the greedy and the helper's history (DecodeOptions.history), and the
+# shipped adapter on the test split with each history, unblended.
 # Evaluations in float32.
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
@@ -22,6 +25,8 @@ DATA=/root/stage/speechocean762
 FEAT=/root/features
 GOPT=/root/gopt
 HELDOUT=/root/heldout.txt
+HELDOUT1=/root/heldout1.txt
+HELDOUT2=/root/heldout2.txt
 EVAL=${EVAL:-}
 CFG=${CFG:-training/configs/apa-mini-tuned.yaml}
 half() {  # an adapter's weights to fp16 in place (the precision it ships in)
@@ -93,6 +98,29 @@ case "${1:-}" in
       EVAL='--gopt-blend 0 --split train --ids $HELDOUT --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none' \
         run v6-f0 \$gopt --exclude_ids $HELDOUT
       wait" > /root/sweep.log 2>&1 < /dev/null &
+    sleep 2; echo started ;;
+  start7)  # round 7: two more held-out folds for the blend weights; the slots' history
+    setsid bash -c "
+      source training/sweep.sh define
+      CFG=training/configs/apa-mini-v6.yaml
+      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
+      fold='--gopt-blend 0 --split train --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none'
+      export HALF=1
+      EVAL=\"\$fold --ids $HELDOUT1 --history greedy\" run v6-f1 \$gopt --exclude_ids $HELDOUT1
+      EVAL=\"\$fold --ids $HELDOUT2 --history greedy\" run v6-f2 \$gopt --exclude_ids $HELDOUT2
+      for h in greedy top helper; do
+        mkdir -p /root/results/test-\$h
+        python3 -m training.evaluate --data $DATA --batch-size 128 --dtype float32 --evidence-features $FEAT/test.npz \
+          --gopt-blend 0 --control none --history \$h --out /root/results/test-\$h > /root/results/test-\$h/eval.log 2>&1
+        echo \"exit \$?\" > /root/results/test-\$h/done
+      done
+      wait
+      for f in 1 2; do
+        mkdir -p /root/results/v6-f\$f-helper
+        python3 -m training.evaluate --adapter /root/runs/v6-f\$f/adapter --data $DATA --batch-size 128 --dtype float32 \
+          \$fold --ids /root/heldout\$f.txt --history helper --out /root/results/v6-f\$f-helper > /root/results/v6-f\$f-helper/eval.log 2>&1
+        echo \"exit \$?\" > /root/results/v6-f\$f-helper/done
+      done" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;
   wait)
