@@ -39,7 +39,7 @@ from apa.prompts import PHONE_SCALE, Reference
 from apa.schema import SENTENCE_ASPECTS, Assessment, Phone, Sentence, Word
 
 MODES = ("expected", "greedy")
-HISTORIES = ("auto", "greedy", "top", "helper")  # what each slot's reading is conditioned on (DecodeOptions.history)
+HISTORIES = ("greedy", "top", "helper")  # what each slot's reading is conditioned on (DecodeOptions.history)
 Spans = tuple[np.ndarray, np.ndarray]  # a clip's phones' (start (n,), end (n,)) in seconds
 STAT_KEYS = ("clips", "forwards", "llm_tokens", "passes", "side_tokens", "slots")
 
@@ -74,10 +74,10 @@ class DecodeOptions:
     values in the earlier word and phone slots when a slot is read (fast decoder only; sentence
     scores are always greedy): "greedy", the greedy values (what greedy decoding emits); "top",
     their top values (as if all before were said perfectly); "helper", the GOPT helper's
-    predictions rounded to the slot's values (`fixed_history`; "top" where it has none); "auto",
-    "helper" for a model with a GOPT helper, else "greedy". A fixed history reads all word and
-    phone slots in one pass and cannot cascade: with greedy feedback one low reading pulls the
-    next ones down."""
+    predictions rounded to the slot's values (`fixed_history`; "top" where it has none). A fixed
+    history reads all word and phone slots in one pass and cannot cascade (with greedy feedback
+    one low reading pulls the next ones down), but apa-mini reads phones worse with it on held-out
+    train clips (results/history), so greedy is the default."""
 
     mode: str = "expected"
     batch_size: int = 8
@@ -85,7 +85,7 @@ class DecodeOptions:
     batch_clips: bool | None = None
     feedback: bool = True
     gopt_blend: float | None = None
-    history: str = "auto"
+    history: str = "greedy"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -282,13 +282,6 @@ class AudioLMMScorer:
         return blend(assessment, np.asarray(evidence)[:, -len(OUTPUT_NAMES):], self.blend_weights)
 
     @property
-    def history(self) -> str:
-        """options.history with "auto" resolved: "helper" with a GOPT helper, else "greedy"."""
-        if self.options.history != "auto":
-            return self.options.history
-        return "helper" if self.gopt is not None else "greedy"
-
-    @property
     def blend_weights(self) -> float | BlendWeights:
         """The helper's weight in the reported scores: options.gopt_blend where set, else the
         weights fitted with the adapter, else apa.gopt.DEFAULT_BLEND (0 without a helper)."""
@@ -396,12 +389,12 @@ class AudioLMMScorer:
 
     def history_for(self, plan: Plan, evidence: np.ndarray | None) -> list[int | None] | None:
         """The fixed history options.history asks for (`fixed_history`), None for greedy."""
-        if self.history == "greedy":
+        if self.options.history == "greedy":
             return None
         from apa.gopt import OUTPUT_NAMES
 
         helper = None
-        if self.history == "helper" and self.gopt is not None and evidence is not None:
+        if self.options.history == "helper" and self.gopt is not None and evidence is not None:
             helper = np.asarray(evidence, np.float64)[:, -len(OUTPUT_NAMES):]
         return fixed_history(plan, helper)
 

@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gopt-blend", type=float, default=None,
                     help="the GOPT helper's weight in the scores (0: the LMM alone, 1: the helper alone; "
                          "default: the adapter's fitted weights)")
+    ap.add_argument("--history", default=None, help="the word and phone slots' history (apa.scorer.DecodeOptions.history; "
+                    "default: the scorer's default)")
     ap.add_argument("--cache", type=Path, default=None, help="directory for the synthesised WAVs (default: a temp dir)")
     ap.add_argument("--verbose", action="store_true", help="also print one row per pair")
     ap.add_argument("--out", type=Path, default=None, help="write the report (markdown) here")
@@ -229,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     t0 = time.perf_counter()
-    options = DecodeOptions(batch_size=args.batch_size, gopt_blend=args.gopt_blend)
+    options = DecodeOptions(batch_size=args.batch_size, gopt_blend=args.gopt_blend,
+                            **({"history": args.history} if args.history else {}))
     scorer = load_scorer(args.model, args.adapter, device=args.device, options=options)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Minimal pairs: {scorer.name}\n\n"
         f"- date: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}; repo {_git_rev()}\n"
         f"- scorer: {scorer.name} on {scorer.device}, torch threads {args.threads}; {espeak_version()}, voice en-us; "
-        f"helper blend: {scorer.blend_weights}\n"
+        f"helper blend: {scorer.blend_weights}; history: {scorer.options.history}\n"
         f"- pairs: {len(results)} scored of {len(pairs)} (failed to synthesise: {len(failed)}); "
         f"synthesis {t_synth:.1f} s, model load {t_load:.1f} s, scoring {t_score:.1f} s "
         f"({len({r.canonical_phonemes for r in results}) + len(results)} clips)\n"

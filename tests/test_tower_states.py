@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from apa.scorer import AudioLMMScorer
+from apa.scorer import AudioLMMScorer, DecodeOptions, fixed_history
 
 torch.set_num_threads(1)
 
@@ -24,7 +24,7 @@ def _clip(seconds: float, seed: int) -> np.ndarray:
 def test_a_helper_on_tower_states_is_trained_with_and_scored_by_the_same_states(tiny_dir, tmp_path, so762_dir):
     from apa.align import FEATURE_NAMES, load_corpus_features
     from apa.data import load_split
-    from apa.gopt import GOPTConfig, cross_fit, fit_tower_pca, reduced_normalisation
+    from apa.gopt import OUTPUT_NAMES, GOPTConfig, cross_fit, fit_tower_pca, reduced_normalisation
     from training.align_corpus import main as align_corpus
     from training.evaluate import main as evaluate
     from training.fit_gopt import save_oof, utterances
@@ -82,17 +82,18 @@ def test_a_helper_on_tower_states_is_trained_with_and_scored_by_the_same_states(
     assert np.isnan(unaligned[:, len(FEATURE_NAMES):]).all()
     result = scorer.assess(_clip(1.5, 0), "we call it bear")
     assert len(result.words) == 4 and all(w.accuracy is not None for w in result.words)
-    assert scorer.history == "helper" and scorer0.history == "greedy"  # "auto": the helper's history where there is one
-    scorer.stats = {}
-    scorer.read_slots([rec.audio()], [rec.reference], evidence=[full])
+    with_helper = AudioLMMScorer(scorer.model, scorer.processor, options=DecodeOptions(history="helper"),
+                                 evidence=scorer.evidence, projector=scorer.projector, gopt=scorer.gopt)
+    with_helper.read_slots([rec.audio()], [rec.reference], evidence=[full])
     n_sentence = sum(s.kind.startswith("sentence.") for s in scorer.plan(rec.reference).slots)
-    assert scorer.stats["passes"] <= n_sentence + 1  # the word and phone slots in one pass
+    assert with_helper.stats["passes"] <= n_sentence + 1  # the word and phone slots in one pass
+    assert with_helper.history_for(with_helper.plan(rec.reference), full) == fixed_history(with_helper.plan(rec.reference), full[:, -len(OUTPUT_NAMES):])
 
     # 5. evaluation from the corpus file takes the times from it
     res = evaluate(["--model", str(tiny_dir), "--adapter", str(out / "adapter"), "--data", str(so762_dir), "--split", "train",
                     "--limit", "2", "--evidence-features", str(feats), "--control", "none", "--device", "cpu",
                     "--out", str(tmp_path / "eval")])
-    assert res["n"] == 2 and res["history"] == "helper"  # "auto" with a helper
+    assert res["n"] == 2 and res["history"] == "greedy"
     rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert all(r["expected"]["extra"]["gopt_blend"] != 0.0 for r in rows)  # the helper's columns were there to blend
 

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: the weights fitted with the adapter, blend.json)")
     ap.add_argument("--history", default=DecodeOptions.history, choices=HISTORIES,
                     help="what each word and phone slot is read after (apa.scorer.DecodeOptions.history): greedy "
-                         "values, top values, the GOPT helper's predictions, or auto (helper with a helper, else greedy)")
+                         "values, top values, or the GOPT helper's predictions")
     ap.add_argument("--control", default="silence", choices=CONTROLS, help="deaf control: score silence of the same length too")
     ap.add_argument("--out", required=True)
     return ap
@@ -169,10 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
     device += f", {str(scorer.model.dtype).removeprefix('torch.')}"
     result = {"model": scorer.name, "labels": LABEL_SNAPSHOT, "split": args.split, "n": len(records), "decoder": args.decoder,
               "batch_size": batch_size, "device": device, "load_seconds": round(load_seconds, 1),
-              "decode_seconds": round(seconds, 1), "history": scorer.history, "aspects": list(ASPECTS), "shard": args.shard,
+              "decode_seconds": round(seconds, 1), "history": args.history, "aspects": list(ASPECTS), "shard": args.shard,
               "gopt_blend": blend_record(scorer.blend_weights) if scorer.gopt is not None else None}
     md = [f"# {scorer.name} on {LABEL_SNAPSHOT}, {args.split} split ({len(records)} utterances)\n",
-          f"Decoding: {seconds:.1f} s ({args.decoder} decoder, batch {batch_size}, {device}, history {scorer.history}; "
+          f"Decoding: {seconds:.1f} s ({args.decoder} decoder, batch {batch_size}, {device}, history {args.history}; "
           f"audio files read in {load_seconds:.1f} s before)\n"]
     for m in MODES:
         res = evaluate(preds[m], labels)
