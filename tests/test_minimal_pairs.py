@@ -27,9 +27,9 @@ WORD_LOWER_THRESHOLD = 0.8  # the target of the phone-evidence work
 # bench/results/minimal_pairs.md).
 SHIPPED_REACHES_THRESHOLD = False
 SHIPPED_MEASURED_SHARE = "0.66"
-# The changed phone must score lower in this share of pairs: the shipped v6 model's measured share
-# (0.78; v5 0.70, v4 0.72, v2 and v3: 0.80) less three pairs for CPU differences; the v1 model (0.50) fails it.
-PHONE_LOWER_THRESHOLD = 0.72
+# The changed phone must score lower in this share of pairs: the shipped v6.1 model's measured share
+# (0.76; v6 0.78, v5 0.70, v4 0.72, v2 and v3: 0.80) less three pairs for CPU differences; the v1 model (0.50) fails it.
+PHONE_LOWER_THRESHOLD = 0.70
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -131,7 +131,7 @@ def shipped_summary(cache_dir):
 @needs_weights
 @pytest.mark.xfail(
     not SHIPPED_REACHES_THRESHOLD, strict=False,
-    reason=f"the shipped v6 model lowers the changed phone but not yet its word (word share: {SHIPPED_MEASURED_SHARE})",
+    reason=f"the shipped v6.1 model lowers the changed phone but not yet its word (word share: {SHIPPED_MEASURED_SHARE})",
 )
 def test_the_shipped_scorer_scores_the_changed_word_lower(shipped_summary):
     summary, n = shipped_summary
