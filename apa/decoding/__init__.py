@@ -19,7 +19,7 @@ decoding under the grammar emits; it is what is fed back) and `expected` (probab
    `LeanDecoder`, or transformers' own forward in `HFDecoder`).
 6. `speculative`: the prompt embeddings with the audio in place (`prompt_embeds`), then the
    template decoded a window of guessed slots per pass (`decode_clip`, `decode_clips` for many
-   clips in one forward per pass).
+   clips in one forward per pass), or, with a fixed history (`fed`), every fixed slot in one pass.
 7. `reference`: the reference decoder, step by step through the model's own forward
    (`ReferenceDecoder`); the fast path gives the same readings (greedy values identical,
    probabilities equal to float rounding).
