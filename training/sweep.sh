@@ -108,13 +108,13 @@ case "${1:-}" in
       export HALF=1
       EVAL=\"\$fold --ids $HELDOUT1 --history greedy\" run v6-f1 \$gopt --exclude_ids $HELDOUT1
       EVAL=\"\$fold --ids $HELDOUT2 --history greedy\" run v6-f2 \$gopt --exclude_ids $HELDOUT2
+      wait  # (beside two trainings, the test split's tower states ran out of GPU memory)
       for h in greedy top helper; do
         mkdir -p /root/results/test-\$h
         python3 -m training.evaluate --data $DATA --batch-size 128 --dtype float32 --evidence-features $FEAT/test.npz \
           --gopt-blend 0 --control none --history \$h --out /root/results/test-\$h > /root/results/test-\$h/eval.log 2>&1
         echo \"exit \$?\" > /root/results/test-\$h/done
       done
-      wait
       for f in 1 2; do
         mkdir -p /root/results/v6-f\$f-helper
         python3 -m training.evaluate --adapter /root/runs/v6-f\$f/adapter --data $DATA --batch-size 128 --dtype float32 \
