@@ -34,7 +34,7 @@ def test_report_counts_a_collapsed_clip(tmp_path, so762_dir):
                     p["score"] = 0.0
         rows.append({"utt_id": r.utt_id, "expected": d})
         n = sum(len(w.phones) for w in r.labels.words)
-        preds.append(np.full((n, 7), 1.9, np.float32))  # the helper: all good
+        preds.append((1.9 + 0.05 * np.random.default_rng(i).standard_normal((n, 7))).astype(np.float32))  # the helper: all good
     oof = tmp_path / "gopt"
     oof.mkdir()
     save_oof(oof, [r.utt_id for r in recs], preds)
