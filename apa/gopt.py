@@ -15,7 +15,10 @@ Per clip, input: the alignment's (n_phones, F) features, the phones' identities 
 index and, for a helper fitted with `GOPTConfig.tower_layers`, the audio tower's hidden states
 (Whisper-base's encoder, frozen in apa-mini) averaged over each phone's aligned frames
 (`pool_phone_states`): a native-speech GOP says how far a phone is from the native model, the
-encoder states what the speech itself sounds like. Output: (n_phones, len(OUTPUT_NAMES)) on the labels' scales (phone 0-2, others 0-10);
+encoder states what the speech itself sounds like. A helper fitted with `GOPTConfig.word_columns`
+also reads, repeated on each phone of a word, what Whisper's forced reading of the reference says
+about that word (`apa.transcribe.WORD_EVIDENCE_NAMES`: how likely the recording makes its tokens):
+a word said otherwise is a word the recogniser does not expect. Output: (n_phones, len(OUTPUT_NAMES)) on the labels' scales (phone 0-2, others 0-10);
 word and sentence predictions repeat on every phone of their word / the clip. Rows whose
 alignment failed (NaN features) get NaN predictions: no evidence stays no evidence.
 
@@ -61,6 +64,10 @@ EDGE_SLACK = 1e-3  # of a position: alignment times are multiples of 10 ms, stor
 @dataclass(frozen=True)
 class GOPTConfig:
     """feature_names: the alignment's columns it reads (checked against the caller's);
+    word_columns: per-word columns (`apa.transcribe.WORD_EVIDENCE_NAMES`, repeated on each phone
+    of the word) that follow the alignment's, from Whisper's forced reading of the reference by
+    the transcriber `word_model` names (`apa.config.transcriber_choice`'s values; CTranslate2 int8
+    on a CPU, as fitted); () and "": none;
     tower_layers / tower_width: the audio-tower layers whose pooled states follow those columns
     (`apa.decoding.features.encoder_states`; () and 0: none) and the tower's width; tower_pca:
     each layer's states reduced to this many principal components (fitted once on the training
@@ -81,21 +88,36 @@ class GOPTConfig:
     tower_layers: tuple[int, ...] = ()
     tower_width: int = 0
     tower_pca: int = 0
+    word_columns: tuple[str, ...] = ()
+    word_model: str = ""
 
     def __post_init__(self) -> None:
         if len(self.mean) != self.n_model_inputs or len(self.std) != self.n_model_inputs:
             raise ValueError(f"mean/std need {self.n_model_inputs} values (the features and the tower columns), not {len(self.mean)}")
+        if self.word_columns:
+            from apa.transcribe import WORD_EVIDENCE_NAMES
+
+            unknown = [c for c in self.word_columns if c not in WORD_EVIDENCE_NAMES]
+            if unknown or not self.word_model:
+                raise ValueError(f"word columns {unknown} are not among {WORD_EVIDENCE_NAMES}" if unknown
+                                 else "word_columns need the word_model they come from")
+
+    @property
+    def n_direct(self) -> int:
+        """Columns per phone before the tower states: the alignment's features, then the word columns."""
+        return len(self.feature_names) + len(self.word_columns)
 
     @property
     def n_inputs(self) -> int:
-        """Columns per phone the helper is given: the alignment's features, then the pooled tower states."""
-        return len(self.feature_names) + len(self.tower_layers) * self.tower_width
+        """Columns per phone the helper is given: the alignment's features, the word columns, then
+        the pooled tower states."""
+        return self.n_direct + len(self.tower_layers) * self.tower_width
 
     @property
     def n_model_inputs(self) -> int:
         """Columns per phone after the tower states' reduction (tower_pca)."""
         per_layer = self.tower_pca or self.tower_width
-        return len(self.feature_names) + len(self.tower_layers) * per_layer
+        return self.n_direct + len(self.tower_layers) * per_layer
 
     def save(self, directory: str | os.PathLike) -> Path:
         from apa.evidence import write_config
@@ -184,7 +206,7 @@ class GOPT(nn.Module):
         d = config.width
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32))
-        self.n_align = len(config.feature_names)
+        self.n_align = config.n_direct  # the columns before the tower states
         if config.tower_pca:  # per layer (W,) mean and (W, k) components: set by fit_tower_pca's result
             n_layers = len(config.tower_layers)
             self.register_buffer("tower_mean", torch.zeros(n_layers, config.tower_width))
@@ -338,7 +360,8 @@ class GOPTEnsemble(nn.Module):
                 batch_size: int = 64) -> list[np.ndarray]:
         """Per utterance, (n_phones, len(OUTPUT_NAMES)) predictions on the labels' scales, the
         mean over `members` (default all fold models); NaN on rows with a NaN feature (not
-        aligned: apa.align's fallback keeps only log_frames).
+        aligned: apa.align's fallback keeps only log_frames), except the word columns (missing
+        Whisper evidence is read as an average word).
 
         Runs in padded batches on one CPU thread: the matrices are tiny, and more threads only
         contend with the rest of the process (time per clip: bench/results/gopt_speed.md)."""
@@ -367,7 +390,10 @@ class GOPTEnsemble(nn.Module):
             wmean = _word_means(word[k, :n], np.asarray(u.word))
             pred = torch.cat([phone[k, :n, None] * PHONE_SCALE, wmean * SCORE_SCALE,
                               sent[k].expand(n, -1) * SCORE_SCALE], dim=1).numpy().astype(np.float32)
-            pred[np.isnan(np.asarray(u.features, np.float64)).any(axis=1)] = np.nan  # not aligned
+            x = np.asarray(u.features, np.float64)
+            f, d = len(self.config.feature_names), self.config.n_direct
+            unknown = np.isnan(x[:, :f]).any(axis=1) | np.isnan(x[:, d:]).any(axis=1)  # the word columns may be
+            pred[unknown] = np.nan  # not aligned (missing word columns read as an average word)
             out.append(pred)
             k += 1
         return out
@@ -453,22 +479,44 @@ def reference_inputs(reference: Sequence[tuple[str, Sequence[str]]]) -> tuple[tu
     return phones, word
 
 
+def word_inputs(words: np.ndarray | None, word: np.ndarray, columns: Sequence[str]) -> np.ndarray:
+    """Per-word evidence -> per-phone columns.
+
+    words: (n_words, len(WORD_EVIDENCE_NAMES)) `apa.transcribe.WhisperTranscriber.word_evidence`,
+    or None (not available: NaN, which the helper reads as an average word); word: (n_phones,)
+    word index of each phone; returns (n_phones, len(columns)) float32, each phone its word's."""
+    from apa.transcribe import WORD_EVIDENCE_NAMES
+
+    word = np.asarray(word, np.int64)
+    if words is None:
+        return np.full((len(word), len(columns)), np.nan, np.float32)
+    words = np.asarray(words, np.float32)
+    n_words = int(word.max()) + 1 if len(word) else 0
+    if words.shape != (n_words, len(WORD_EVIDENCE_NAMES)):
+        raise ValueError(f"word evidence of shape {words.shape} for {n_words} words")
+    return words[word][:, [WORD_EVIDENCE_NAMES.index(c) for c in columns]]
+
+
 def append_predictions(ensemble: GOPTEnsemble, features: np.ndarray, reference: Sequence[tuple[str, Sequence[str]]],
-                       tower: np.ndarray | None = None) -> np.ndarray:
+                       tower: np.ndarray | None = None, words: np.ndarray | None = None) -> np.ndarray:
     """(n_phones, F) alignment features of one clip -> (n_phones, F + len(OUTPUT_NAMES)): the
     ensemble's predictions appended (NaN where the alignment failed). tower: the clip's
     (n_phones, len(tower_layers) * tower_width) `pool_phone_states`, required by a helper that
-    takes them (and ignored by one that does not)."""
+    takes them (and ignored by one that does not); words: the clip's (n_words,
+    len(WORD_EVIDENCE_NAMES)) Whisper word evidence for a helper with word columns (None: not
+    available, see `word_inputs`; ignored by a helper without)."""
     phones, word = reference_inputs(reference)
     features = np.asarray(features, np.float32)
     if len(phones) != len(features):
         raise ValueError(f"{len(features)} feature rows for {len(phones)} reference phones")
     inputs = features
+    if ensemble.config.word_columns:
+        inputs = np.concatenate([inputs, word_inputs(words, word, ensemble.config.word_columns)], axis=1)
     if ensemble.config.tower_layers:
         want = len(ensemble.config.tower_layers) * ensemble.config.tower_width
         if tower is None or np.shape(tower) != (len(features), want):
             raise ValueError(f"this helper takes (n_phones, {want}) pooled tower states, not {None if tower is None else np.shape(tower)}")
-        inputs = np.concatenate([features, np.asarray(tower, np.float32)], axis=1)
+        inputs = np.concatenate([inputs, np.asarray(tower, np.float32)], axis=1)
     pred = ensemble.predict([Utterance(inputs, phones, word)])[0]
     return np.concatenate([features, pred], axis=1)
 

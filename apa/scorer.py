@@ -7,12 +7,13 @@ adapter, under the answer-template grammar (`apa.decoding` describes the decodin
 
 Public surface of `AudioLMMScorer`: `assess` / `assess_batch` (text in, `Assessment` out), `score`
 (explicit references), `read_many` / `read_slots` (the raw slot distributions, `SlotReading`),
-`aligned_evidence` / `evidence_inputs` / `tower_inputs` (the phone evidence the model takes; the
-module function `tower_inputs` computes the pooled encoder states for any model).
+`aligned_evidence` / `evidence_inputs` / `tower_inputs` / `word_evidence` (the phone evidence the
+model takes; the module function `tower_inputs` computes the pooled encoder states for any model).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ MODES = ("expected", "greedy")
 HISTORIES = ("greedy", "top", "helper")  # what each slot's reading is conditioned on (DecodeOptions.history)
 Spans = tuple[np.ndarray, np.ndarray]  # a clip's phones' (start (n,), end (n,)) in seconds
 STAT_KEYS = ("clips", "forwards", "llm_tokens", "passes", "side_tokens", "slots")
+log = logging.getLogger(__name__)
 
 
 class Scorer(Protocol):
@@ -107,13 +109,18 @@ class AudioLMMScorer:
     backend: the decoder backend of the fast path (default: `build_backend(model)`, built on
     first use). evidence / projector / gopt: how the model takes phone evidence (`apa.evidence`,
     and the GOPT helper whose predictions join it, `apa.gopt`; saved with its adapter; None: it
-    takes none). After each `read_slots` call, `stats` counts its LLM
+    takes none). word_scorer: what gives a helper with word columns its Whisper word evidence (an
+    object with `word_evidence(audio, words)`, as `apa.transcribe.WhisperTranscriber`; default:
+    the helper's `word_model`, loaded on first use). After each `read_slots` call, `stats` counts its LLM
     forwards and tokens, template passes and slot readings (for benchmarks)."""
 
     def __init__(self, model: Any, processor: Any, *, name: str = "", options: DecodeOptions = DecodeOptions(),
                  backend: DecoderBackend | None = None, evidence: EvidenceConfig | None = None,
-                 projector: EvidenceProjector | None = None, gopt: GOPTEnsemble | None = None):
+                 projector: EvidenceProjector | None = None, gopt: GOPTEnsemble | None = None,
+                 word_scorer: Any | None = None):
         self.model = model.eval()
+        self._word_scorer = word_scorer
+        self._word_scorer_failed = False
         self.evidence = evidence
         self.gopt = gopt
         self.projector = projector.eval() if projector is not None else None
@@ -238,14 +245,18 @@ class AudioLMMScorer:
 
     def evidence_inputs(self, evidence: Sequence[np.ndarray | None], references: Sequence[Reference],
                         audios: Sequence[np.ndarray] | None = None, spans: Sequence[Spans | None] | None = None,
-                        ) -> list[np.ndarray | None]:
+                        words: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray | None]:
         """The model's evidence columns from the alignment's: with a GOPT helper, each clip's
         (n_phones, F_align) features get its predictions appended (`apa.gopt`); arrays that
         already have the model's full width, and None, pass through unchanged.
 
         A helper that reads the audio tower (`GOPTConfig.tower_layers`) also needs the clips'
         audio and, per clip, its phones' (start, end) seconds from the same alignment (`spans`;
-        None for a clip: not aligned, so its prediction is NaN)."""
+        None for a clip: not aligned, so its prediction is NaN).
+
+        A helper with word columns (`GOPTConfig.word_columns`) reads each clip's Whisper word
+        evidence: `words` where given (e.g. from training.word_evidence's file), else
+        `word_evidence` of the audio."""
         if self.gopt is None or self.evidence is None:
             return list(evidence)
         from apa.gopt import append_predictions
@@ -260,10 +271,48 @@ class AudioLMMScorer:
             width = len(self.gopt.config.tower_layers) * self.gopt.config.tower_width
             for i in todo:
                 tower.setdefault(i, np.full((len(evidence[i]), width), np.nan, np.float32))
+        word_rows: dict[int, np.ndarray | None] = {}
+        if self.gopt.config.word_columns and todo:
+            if words is None:
+                if audios is None:
+                    raise ValueError("this model's GOPT helper reads Whisper's word evidence: give the audio")
+                words = [None] * len(evidence)
+                found = self.word_evidence([audios[i] for i in todo], [references[i] for i in todo])
+                for i, w in zip(todo, found):
+                    words[i] = w
+            word_rows = {i: words[i] for i in todo}
         out = list(evidence)
         for i in todo:
-            out[i] = append_predictions(self.gopt, evidence[i], references[i], tower.get(i))
+            out[i] = append_predictions(self.gopt, evidence[i], references[i], tower.get(i), word_rows.get(i))
         return out
+
+    def word_evidence(self, audios: Sequence[np.ndarray], references: Sequence[Reference]) -> list[np.ndarray | None]:
+        """Per clip, its (n_words, len(apa.transcribe.WORD_EVIDENCE_NAMES)) Whisper word evidence,
+        or None where there is no word scorer or it failed (the helper then reads average words;
+        logged, never raised: the scores stay defined)."""
+        scorer = self.word_scorer
+        out: list[np.ndarray | None] = []
+        for audio, ref in zip(audios, references):
+            try:
+                out.append(None if scorer is None else scorer.word_evidence(audio, [w for w, _ in ref]))
+            except Exception as exc:  # noqa: BLE001 - a recogniser failure costs the columns, not the scores
+                log.warning("word evidence failed (%s: %s); scoring without it", type(exc).__name__, exc)
+                out.append(None)
+        return out
+
+    @property
+    def word_scorer(self) -> Any | None:
+        """The word scorer (see the class doc), loaded on first use; None where the helper has no
+        word columns or its model cannot be loaded (logged once)."""
+        if self._word_scorer is None and not self._word_scorer_failed and self.gopt is not None and self.gopt.config.word_columns:
+            from apa.transcribe import load_word_scorer
+
+            try:
+                self._word_scorer = load_word_scorer(self.gopt.config.word_model)
+            except Exception as exc:  # noqa: BLE001 - e.g. no weight packages and no Hub access
+                log.warning("no word scorer (%s: %s); the helper reads average words", type(exc).__name__, exc)
+                self._word_scorer_failed = True
+        return self._word_scorer
 
     def tower_inputs(self, audios: Sequence[np.ndarray], spans: Sequence[Spans]) -> list[np.ndarray]:
         """`tower_inputs` (the module function) for this model's GOPT helper's layers."""

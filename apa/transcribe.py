@@ -60,6 +60,11 @@ COMPLETE_MARK = ".complete"  # written last into an assembled model directory
 SUPPRESSED_CHARS = "0123456789%$£€¥"
 PRIOR_S = 3.0  # seconds of silence the reference text's prior is scored on (what the decoder expects of no speech)
 PRIOR_CACHE = 512  # reference texts whose prior is kept (the prior does not depend on the recording)
+# Per reference word, what Whisper's forced reading of the reference says about it (`word_evidence`):
+# sums, minimum and means over the word's tokens of log P(token | recording) ("lp") and of that less
+# log P(token | silence) ("pmi"), its token count, and the same means over the whole sentence.
+WORD_EVIDENCE_NAMES = ("lp_sum", "pmi_sum", "lp_min", "lp_mean", "pmi_mean", "n_tokens", "sent_lp", "sent_pmi")
+LOGPROB_FLOOR = -30.0  # nats: a token Whisper all but rules out reads as this, so one token cannot swamp a word
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,24 @@ class WhisperTranscriber:
             enc = self.model.encode(ctranslate2.StorageView.from_array(mel))
             return self._pmi(enc, content_frames, reference)
 
+    def word_evidence(self, audio: np.ndarray, words: Sequence[str]) -> np.ndarray:
+        """(len(words), len(WORD_EVIDENCE_NAMES)) float32: Whisper's forced reading of the reference
+        words (normalised, as for `transcribe_against`) against the audio ((n_samples,) float32 at
+        16 kHz), word by word (`word_evidence_columns`). NaN rows when the words give no tokens or
+        their tokens do not group back into as many words."""
+        import ctranslate2
+
+        mel, content_frames = self.log_mel(audio)
+        ids = self._reference_ids(words)
+        if not ids or content_frames <= 0:
+            return np.full((len(words), len(WORD_EVIDENCE_NAMES)), np.nan, np.float32)
+        with self._lock:
+            enc = self.model.encode(ctranslate2.StorageView.from_array(mel))
+            lp = self._forced_logprobs(enc, ids, content_frames)
+            prior = self._prior(ids)
+        groups = [(i, j) for _, i, j in group_words([self.tokenizer.decode([t]) for t in ids])]
+        return word_evidence_columns(lp, prior, groups, len(words))
+
     def forget_priors(self) -> None:
         """Drop the kept priors of reference texts (each is scored again on first use; for timings)."""
         with self._lock:
@@ -206,14 +229,22 @@ class WhisperTranscriber:
         probs = self.model.align(enc, self.forced_start, [list(ids)], frames)[0].text_token_probs
         return np.log(np.maximum(np.asarray(probs, dtype=np.float64), 1e-30))
 
+    def _reference_ids(self, reference: Sequence[str]) -> list[int]:
+        """The text tokens of the reference words as Whisper would write them (`spoken_form`)."""
+        ids = self.encoder_tokenizer.encode(spoken_form(reference), add_special_tokens=False).ids
+        return [i for i in ids if i < self.eot]
+
     def _pmi(self, enc: Any, frames: int, reference: Sequence[str]) -> float | None:
         """The reference's score against the encoded audio (see the module doc); call under the lock."""
-        import ctranslate2
-
-        ids = self.encoder_tokenizer.encode(spoken_form(reference), add_special_tokens=False).ids
-        ids = [i for i in ids if i < self.eot]
+        ids = self._reference_ids(reference)
         if not ids or frames <= 0:
             return None
+        return float(np.sum(self._forced_logprobs(enc, ids, frames) - self._prior(ids)))
+
+    def _prior(self, ids: Sequence[int]) -> np.ndarray:
+        """log P(token | PRIOR_S of silence) of each forced token (kept per text); call under the lock."""
+        import ctranslate2
+
         key = tuple(ids)
         if key not in self._priors:
             if self._prior_enc is None:
@@ -222,7 +253,7 @@ class WhisperTranscriber:
             if len(self._priors) >= PRIOR_CACHE:
                 self._priors.pop(next(iter(self._priors)))
             self._priors[key] = self._forced_logprobs(self._prior_enc[0], ids, self._prior_enc[1])
-        return float(np.sum(self._forced_logprobs(enc, ids, frames) - self._priors[key]))
+        return self._priors[key]
 
     def _word_times(self, enc: Any, ids: Sequence[int], frames: int) -> tuple[HeardWord, ...]:
         """Words of the token ids with start/end times from the cross-attention alignment."""
@@ -255,6 +286,26 @@ def group_words(pieces: Sequence[str]) -> list[tuple[str, int, int]]:
             out[-1][0] += piece
             out[-1][2] = k + 1
     return [(t, i, j) for t, i, j in out]
+
+
+def word_evidence_columns(logprobs: np.ndarray, prior: np.ndarray, groups: Sequence[tuple[int, int]],
+                          n_words: int) -> np.ndarray:
+    """The WORD_EVIDENCE_NAMES columns of one forced reading.
+
+    logprobs / prior: (n_tokens,) log P(token | recording) and log P(token | silence), nats;
+    groups: each word's tokens as (first, one past the last), in order (`group_words`);
+    returns (n_words, len(WORD_EVIDENCE_NAMES)) float32, all NaN when the groups are not n_words
+    non-empty spans of those tokens (the tokens do not map onto the words)."""
+    out = np.full((n_words, len(WORD_EVIDENCE_NAMES)), np.nan, np.float32)
+    lp = np.maximum(np.asarray(logprobs, np.float64), LOGPROB_FLOOR)
+    pr = np.maximum(np.asarray(prior, np.float64), LOGPROB_FLOOR)
+    if len(groups) != n_words or len(lp) != len(pr) or any(not 0 <= i < j <= len(lp) for i, j in groups):
+        return out
+    pmi = lp - pr
+    for k, (i, j) in enumerate(groups):
+        w, m = lp[i:j], pmi[i:j]
+        out[k] = (w.sum(), m.sum(), w.min(), w.mean(), m.mean(), j - i, lp.mean(), pmi.mean())
+    return out
 
 
 def spoken_form(words: Sequence[str]) -> str:
@@ -334,6 +385,13 @@ def model_dir(choice: str) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(choice, allow_patterns=["*.json", "*.txt", "model.bin"]))
+
+
+def load_word_scorer(choice: str = config.DEFAULT_TRANSCRIBER) -> WhisperTranscriber:
+    """The Whisper a GOPT helper's word columns come from (`GOPTConfig.word_model`, a choice as
+    for `model_dir`), as the columns were computed when it was fitted: CTranslate2 int8 on the
+    CPU, one thread, whatever $APA_TRANSCRIBER says."""
+    return WhisperTranscriber(model_dir(choice), name=choice, device="cpu", threads=1, compute_type="int8")
 
 
 def load_transcriber(choice: str | None = None, *, threads: int = 1) -> WhisperTranscriber | None:

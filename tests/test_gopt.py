@@ -312,3 +312,26 @@ def test_tower_pca_reduces_each_layer_and_travels_with_the_weights(tmp_path):
     again = GOPTEnsemble.load(tmp_path)
     torch.testing.assert_close(again.models[1].tower_basis, torch.as_tensor(basis))
     np.testing.assert_allclose(again.predict(wide[:3])[2], ens.predict(wide[:3])[2], rtol=1e-6)
+
+
+def test_word_inputs_repeat_each_words_columns_on_its_phones():
+    from apa.gopt import word_inputs
+    from apa.transcribe import WORD_EVIDENCE_NAMES
+
+    words = np.arange(2 * len(WORD_EVIDENCE_NAMES), dtype=np.float32).reshape(2, -1)
+    word = np.array([0, 0, 1])
+    got = word_inputs(words, word, ("pmi_sum", "lp_sum"))
+    k = WORD_EVIDENCE_NAMES.index("pmi_sum")
+    np.testing.assert_array_equal(got, [[k, 0], [k, 0], [len(WORD_EVIDENCE_NAMES) + k, len(WORD_EVIDENCE_NAMES)]])
+    assert np.isnan(word_inputs(None, word, ("lp_sum",))).all() and word_inputs(None, word, ("lp_sum",)).shape == (3, 1)
+    with pytest.raises(ValueError, match="for 2 words"):
+        word_inputs(words[:1], word, ("lp_sum",))
+
+
+def test_a_config_names_only_known_word_columns_and_their_model():
+    from apa.gopt import GOPTConfig
+
+    with pytest.raises(ValueError, match="not among"):
+        GOPTConfig(("lpp",), (0.0, 0.0), (1.0, 1.0), word_columns=("loudness",), word_model="whisper-base")
+    c = GOPTConfig(("lpp",), (0.0, 0.0), (1.0, 1.0), word_columns=("lp_sum",), word_model="whisper-base")
+    assert c.n_direct == 2 and c.n_inputs == 2 and c.n_model_inputs == 2

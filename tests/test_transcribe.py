@@ -9,7 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from apa.transcribe import Transcript, encoding_tokenizer, group_words, spoken_form
+from apa.transcribe import (
+    LOGPROB_FLOOR, WORD_EVIDENCE_NAMES, Transcript, encoding_tokenizer, group_words, spoken_form, word_evidence_columns,
+)
 
 CLIP_TEXT = "WE CALL IT BEAR"
 
@@ -62,6 +64,26 @@ def test_encoding_tokenizer_leaves_a_complete_file_alone(tmp_path):
     assert json.loads(tok.to_str())["model"]["merges"] in (["Ġ t", "Ġt o"], [["Ġ", "t"], ["Ġt", "o"]])
 
 
+def test_word_evidence_columns_sum_each_words_tokens_against_silence():
+    lp = np.array([-0.1, -2.0, -0.5, -100.0])  # word 0: one token; word 1: two; word 2: one, all but ruled out
+    prior = np.array([-1.0, -3.0, -0.5, -5.0])
+    cols = word_evidence_columns(lp, prior, [(0, 1), (1, 3), (3, 4)], 3)
+    c = {n: cols[:, k] for k, n in enumerate(WORD_EVIDENCE_NAMES)}
+    assert cols.shape == (3, len(WORD_EVIDENCE_NAMES)) and cols.dtype == np.float32
+    np.testing.assert_allclose(c["lp_sum"], [-0.1, -2.5, LOGPROB_FLOOR], rtol=1e-6)
+    np.testing.assert_allclose(c["pmi_sum"], [0.9, 1.0, LOGPROB_FLOOR + 5.0], rtol=1e-6)
+    np.testing.assert_allclose(c["lp_min"], [-0.1, -2.0, LOGPROB_FLOOR], rtol=1e-6)
+    np.testing.assert_allclose(c["lp_mean"], [-0.1, -1.25, LOGPROB_FLOOR], rtol=1e-6)
+    np.testing.assert_allclose(c["n_tokens"], [1, 2, 1])
+    assert np.ptp(c["sent_lp"]) == 0 and c["sent_lp"][0] == pytest.approx((-0.1 - 2.0 - 0.5 + LOGPROB_FLOOR) / 4)
+
+
+@pytest.mark.parametrize("groups, n_words", [([(0, 1), (1, 3)], 3), ([(0, 2), (2, 2)], 2), ([(0, 1), (1, 5)], 2)])
+def test_word_evidence_columns_are_nan_when_the_tokens_do_not_map_onto_the_words(groups, n_words):
+    cols = word_evidence_columns(np.zeros(3), np.zeros(3), groups, n_words)
+    assert cols.shape == (n_words, len(WORD_EVIDENCE_NAMES)) and np.isnan(cols).all()
+
+
 # ------------------------------------------------------------------------------ the real Whisper
 @pytest.mark.slow
 def test_the_packaged_tokenizer_encodes_as_whisper_writes(whisper):
@@ -91,3 +113,18 @@ def test_real_whisper_scores_the_text_read_above_another(whisper, speech):
     assert whisper.reference_pmi(audio, CLIP_TEXT.split()) == pytest.approx(own, abs=1e-3)
     assert whisper.reference_pmi(audio, []) is None
     assert whisper.transcribe_against(np.zeros(0, np.float32), CLIP_TEXT.split()).reference_pmi is None
+
+
+@pytest.mark.slow
+def test_real_whisper_word_evidence_marks_the_word_not_said(whisper, speech):
+    from apa.audio import trim_silence
+
+    audio = trim_silence(speech)
+    said = whisper.word_evidence(audio, CLIP_TEXT.split())
+    swapped = whisper.word_evidence(audio, "WE CALL IT LEMONADE".split())
+    lp = WORD_EVIDENCE_NAMES.index("lp_mean")
+    assert said.shape == (4, len(WORD_EVIDENCE_NAMES)) and np.isfinite(said).all()
+    # the words read score as they did; the one not said scores far lower than the one that was
+    np.testing.assert_allclose(said[:3, lp], swapped[:3, lp], atol=1e-3)
+    assert swapped[3, lp] < said[3, lp] - 2.0
+    assert np.isnan(whisper.word_evidence(np.zeros(0, np.float32), CLIP_TEXT.split())).all()

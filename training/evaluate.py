@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--evidence-oof", default=None,
                     help="training.fit_gopt output dir: the helper's columns from its out-of-fold predictions "
                          "(for held-out train clips, which the ensemble saw) instead of the ensemble's")
+    ap.add_argument("--word-evidence", default=None,
+                    help="precomputed Whisper word evidence of the split (training.word_evidence), for a helper "
+                         "with word columns; default: computed here")
     ap.add_argument("--gopt-blend", type=float, default=DecodeOptions.gopt_blend,
                     help="weight of a GOPT helper's predictions in the scores (apa.gopt.blend; 0: the LMM alone; "
                          "default: the weights fitted with the adapter, blend.json)")
@@ -143,7 +146,13 @@ def main(argv: list[str] | None = None) -> dict:
             evidence, spans = align_in_processes(audios, refs, args.align_workers)
         else:
             evidence, spans = scorer.aligned_evidence(audios, refs)
-        evidence = scorer.evidence_inputs(evidence, refs, audios, spans)  # + a GOPT helper's predictions
+        words = None
+        if args.word_evidence:
+            from training.word_evidence import load_word_evidence
+
+            word_table = load_word_evidence(args.word_evidence)
+            words = [word_table.get(r.utt_id) for r in records]
+        evidence = scorer.evidence_inputs(evidence, refs, audios, spans, words)  # + a GOPT helper's predictions
         print(f"phone evidence for {len(records)} clips in {time.perf_counter() - t0:.1f} s", flush=True)
 
     # 2. decode once; both readings come from the same pass

@@ -7,6 +7,10 @@
     python -m training.fit_gopt --features runs/feat/train.npz --tower-states runs/tower/train.npz \
         --eval-features runs/feat/test.npz --eval-tower-states runs/tower/test.npz --eval-split test --out runs/gopt
         # + the audio tower's states per phone (training/tower_states.py): the helper apa-mini v6 ships
+    python -m training.fit_gopt --features runs/feat/train.npz --tower-states runs/tower/train.npz \
+        --word-evidence runs/words/train.npz --eval-features runs/feat/test.npz --eval-tower-states runs/tower/test.npz \
+        --eval-word-evidence runs/words/test.npz --eval-split test --out runs/gopt7
+        # + Whisper's forced reading of each word (training/word_evidence.py): the helper of apa-mini v7
 
 Writes to --out: `gopt.json` + `gopt.safetensors` (the fold models; training.train copies them
 into the adapter with `--evidence_gopt`), `oof.npz` (each training utterance's out-of-fold
@@ -28,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Whisper's per-word columns the helper reads (the sentence-wide means are left out: see README, "Results")
+DEFAULT_WORD_COLUMNS = ("lp_sum", "pmi_sum", "lp_min", "lp_mean", "pmi_mean", "n_tokens")
+
 
 @dataclass(frozen=True)
 class FitArguments:
@@ -47,18 +54,28 @@ class FitArguments:
     tower_states: str = ""  # training/tower_states.py's file for the training split: the helper reads them too
     eval_tower_states: str = ""  # the same for --eval-split
     tower_pca: int = 24  # principal components kept per tower layer (0: all its states)
+    word_evidence: str = ""  # training/word_evidence.py's file for the training split: the helper reads its word columns
+    eval_word_evidence: str = ""  # the same for --eval-split
+    word_columns: str = ",".join(DEFAULT_WORD_COLUMNS)  # which of apa.transcribe.WORD_EVIDENCE_NAMES (comma-separated)
 
 
-def utterances(features_path: str, data: str, split: str, tower_path: str = "") -> tuple[list[str], list[str], list]:
+def utterances(features_path: str, data: str, split: str, tower_path: str = "", word_path: str = "",
+               word_columns: Sequence[str] = ()) -> tuple[list[str], list[str], list]:
     """(utt_ids, speakers, apa.gopt.Utterance list) of one split, labels attached; with
-    tower_path, each clip's pooled tower states follow its alignment features (a clip without
-    them is left out)."""
+    word_path, each clip's word columns (`word_columns`, repeated per phone) follow its
+    alignment features, and with tower_path its pooled tower states follow those (a clip
+    without them is left out)."""
     from apa.align import load_corpus_features
     from apa.config import corpus_dir
     from apa.data import load_split
-    from apa.gopt import SENTENCE_TARGETS, WORD_TARGETS, Utterance
+    from apa.gopt import SENTENCE_TARGETS, WORD_TARGETS, Utterance, word_inputs
 
     table = load_corpus_features(features_path)
+    words_table = None
+    if word_path:
+        from training.word_evidence import load_word_evidence
+
+        words_table = load_word_evidence(word_path)
     tower = None
     if tower_path:
         from training.tower_states import load_tower_states
@@ -67,7 +84,7 @@ def utterances(features_path: str, data: str, split: str, tower_path: str = "") 
     ids, speakers, out = [], [], []
     for r in load_split(corpus_dir(data or None), split):
         c = table.get(r.utt_id)
-        if c is None or (tower is not None and r.utt_id not in tower):
+        if c is None or (tower is not None and r.utt_id not in tower) or (words_table is not None and r.utt_id not in words_table):
             continue
         words = r.labels.words
         phone = np.array([np.nan if p.score is None else p.score for w in words for p in w.phones], np.float32)
@@ -76,7 +93,11 @@ def utterances(features_path: str, data: str, split: str, tower_path: str = "") 
         word = np.array([[np.nan if getattr(w, a) is None else getattr(w, a) for a in WORD_TARGETS] for w in words], np.float32)
         sent = np.array([np.nan if getattr(r.labels.sentence, a) is None else getattr(r.labels.sentence, a)
                          for a in SENTENCE_TARGETS], np.float32)
-        x = c.features if tower is None else np.concatenate([c.features, tower[r.utt_id]], axis=1)
+        x = c.features
+        if words_table is not None:
+            x = np.concatenate([x, word_inputs(words_table[r.utt_id], np.asarray(c.word), word_columns)], axis=1)
+        if tower is not None:
+            x = np.concatenate([x, tower[r.utt_id]], axis=1)
         out.append(Utterance(x, c.symbols, np.asarray(c.word, np.int64), phone, word, sent))
         ids.append(r.utt_id)
         speakers.append(r.speaker)
@@ -127,16 +148,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.evaluate_only:  # the saved ensemble on --eval-split; the out-of-fold figures are kept
         metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
-        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split, args.eval_tower_states)
-        metrics[args.eval_split] = scores(test, GOPTEnsemble.load(out).predict(test))
+        ens = GOPTEnsemble.load(out)
+        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split, args.eval_tower_states,
+                                args.eval_word_evidence, ens.config.word_columns)
+        metrics[args.eval_split] = scores(test, ens.predict(test))
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "metrics.md").write_text(to_markdown(metrics))
         print(to_markdown(metrics))
         return
 
     # 1. the training split's features and labels
-    ids, speakers, utts = utterances(args.features, args.data, "train", args.tower_states)
+    word_columns = tuple(c for c in args.word_columns.split(",") if c) if args.word_evidence else ()
+    ids, speakers, utts = utterances(args.features, args.data, "train", args.tower_states, args.word_evidence, word_columns)
     names = load_corpus_meta(args.features)["feature_names"]
+    n_direct = len(names) + len(word_columns)  # the columns before the tower states
     mean, std = fit_normalisation(utts)
     tower_layers, tower_width, pca_k, pca = (), 0, 0, None
     if args.tower_states:
@@ -144,14 +169,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         from training.tower_states import tower_layers_of
 
         tower_layers = tower_layers_of(args.tower_states)
-        tower_width = (utts[0].features.shape[1] - len(names)) // len(tower_layers)
+        tower_width = (utts[0].features.shape[1] - n_direct) // len(tower_layers)
         if 0 < args.tower_pca < tower_width:
             pca_k = args.tower_pca
-            pca = fit_tower_pca(utts, len(names), len(tower_layers), pca_k, seed=args.seed)
-            mean, std = reduced_normalisation(utts, len(names), pca)
+            pca = fit_tower_pca(utts, n_direct, len(tower_layers), pca_k, seed=args.seed)
+            mean, std = reduced_normalisation(utts, n_direct, pca)
+    word_model = ""
+    if word_columns:
+        with np.load(args.word_evidence, allow_pickle=False) as z:
+            word_model = str(z["model"])
     config = GOPTConfig(feature_names=tuple(names), mean=mean, std=std, width=args.width, layers=args.layers,
                         folds=args.folds, dropout=args.dropout, tower_layers=tower_layers, tower_width=tower_width,
-                        tower_pca=pca_k)
+                        tower_pca=pca_k, word_columns=word_columns, word_model=word_model)
     print(f"{len(utts)} training utterances, {len(set(speakers))} speakers, {args.folds} folds", flush=True)
 
     # 2. fold models, grouped by speaker; out-of-fold predictions
@@ -165,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     # 3. optional: the ensemble on another split
     if args.eval_split:
-        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split, args.eval_tower_states)
+        _, _, test = utterances(args.eval_features or args.features, args.data, args.eval_split, args.eval_tower_states,
+                                args.eval_word_evidence, word_columns)
         metrics[args.eval_split] = scores(test, ens.predict(test))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "metrics.md").write_text(to_markdown(metrics))

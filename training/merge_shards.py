@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "without (--gopt-blend 0); needs --adapter and --evidence-features")
     ap.add_argument("--adapter", default=None, help="adapter dir holding the GOPT helper (gopt.json)")
     ap.add_argument("--evidence-features", default=None, help="the split's alignment features (training.align_corpus)")
+    ap.add_argument("--word-evidence", default=None,
+                    help="the split's Whisper word evidence (training.word_evidence), for a helper with word columns")
     ap.add_argument("--tower-states", default=None,
                     help="the split's pooled audio-tower states (training.tower_states), for a helper that reads them")
     args = ap.parse_args(argv)
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     labels = [r.labels for r in records]
     weights = blend_weights(args.gopt_blend, args.adapter)
     if weights:
-        blend_rows(by_id, records, args.adapter, args.evidence_features, weights, args.tower_states)
+        blend_rows(by_id, records, args.adapter, args.evidence_features, weights, args.tower_states, args.word_evidence)
     seconds = sum(m["decode_seconds"] for m in metas)
     result = {k: metas[0][k] for k in ("model", "decoder", "batch_size", "device")}
     result.update(labels=LABEL_SNAPSHOT, split=split, n=len(records), decode_seconds=round(seconds, 1),
@@ -91,10 +93,10 @@ def blend_weights(value: str, adapter: str | None) -> float | BlendWeights:
 
 
 def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, weight: float | BlendWeights,
-               tower_states: str | None = None) -> None:
+               tower_states: str | None = None, word_evidence: str | None = None) -> None:
     """Replace each row's readings by `apa.gopt.blend` of them with the adapter's GOPT helper's
-    predictions from the clip's alignment features (and pooled tower states, for a helper that
-    reads them; rows without features are left as they are)."""
+    predictions from the clip's alignment features (and pooled tower states and Whisper word
+    evidence, for a helper that reads them; rows without features are left as they are)."""
     from apa.align import load_corpus_features
     from apa.gopt import OUTPUT_NAMES, GOPTEnsemble, append_predictions, blend
 
@@ -109,11 +111,18 @@ def blend_rows(by_id: dict, records, adapter: str | None, features: str | None, 
         from training.tower_states import load_tower_states
 
         tower = load_tower_states(tower_states)
+    words = None
+    if gopt.config.word_columns:
+        if not word_evidence:
+            raise SystemExit("this adapter's GOPT helper reads Whisper's word evidence: give --word-evidence (training.word_evidence)")
+        from training.word_evidence import load_word_evidence
+
+        words = load_word_evidence(word_evidence)
     for r in records:
-        if r.utt_id not in table or (tower is not None and r.utt_id not in tower):
+        if r.utt_id not in table or (tower is not None and r.utt_id not in tower) or (words is not None and r.utt_id not in words):
             continue
-        pred = append_predictions(gopt, table[r.utt_id].features, r.reference,
-                                  None if tower is None else tower[r.utt_id])[:, -len(OUTPUT_NAMES):]
+        pred = append_predictions(gopt, table[r.utt_id].features, r.reference, None if tower is None else tower[r.utt_id],
+                                  None if words is None else words[r.utt_id])[:, -len(OUTPUT_NAMES):]
         row = by_id[r.utt_id]
         for m in MODES:
             row[m] = blend(Assessment.from_dict(row[m]), pred, weight).to_dict()
