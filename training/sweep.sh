@@ -14,7 +14,10 @@
 # round 6 (start6): the same with a helper that also reads the audio tower (apa-mini v6);
 # round 7 (start7): v6's recipe without the helper's folds 1 and 2 ($HELDOUT1, $HELDOUT2), each
 # scored on its fold with the greedy and the helper's history (DecodeOptions.history), and the
-# shipped adapter on the test split with each history, unblended.
+# shipped adapter on the test split with each history, unblended; round 8 (start8): v6's recipe on
+# a helper that also reads Whisper's forced reading of each word ($GOPT: fit_gopt --word-evidence;
+# apa-mini v7), with the three held-out folds for its blend weights, and the test split read with
+# the split's word evidence from $WORDS (training.word_evidence), unblended.
 # Evaluations in float32.
 # Runs detached (setsid) so short device calls can poll it:
 #   bash training/sweep.sh features ; bash training/sweep.sh start ; bash training/sweep.sh wait [seconds]
@@ -27,6 +30,7 @@ GOPT=/root/gopt
 HELDOUT=/root/heldout.txt
 HELDOUT1=/root/heldout1.txt
 HELDOUT2=/root/heldout2.txt
+WORDS=/root/words
 EVAL=${EVAL:-}
 CFG=${CFG:-training/configs/apa-mini-tuned.yaml}
 half() {  # an adapter's weights to fp16 in place (the precision it ships in)
@@ -121,6 +125,25 @@ case "${1:-}" in
           \$fold --ids /root/heldout\$f.txt --history helper --out /root/results/v6-f\$f-helper > /root/results/v6-f\$f-helper/eval.log 2>&1
         echo \"exit \$?\" > /root/results/v6-f\$f-helper/done
       done" > /root/sweep.log 2>&1 < /dev/null &
+    sleep 2; echo started ;;
+  start8)  # round 8: apa-mini v7 (the helper reads Whisper's word evidence) and its three held-out folds
+    setsid bash -c "
+      source training/sweep.sh define
+      CFG=training/configs/apa-mini-v7.yaml
+      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
+      fold='--gopt-blend 0 --split train --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none'
+      export HALF=1
+      EVAL=\"\$fold --ids $HELDOUT\" run v7-f0 \$gopt --exclude_ids $HELDOUT
+      EVAL=\"\$fold --ids $HELDOUT1\" run v7-f1 \$gopt --exclude_ids $HELDOUT1
+      EVAL=\"\$fold --ids $HELDOUT2\" run v7-f2 \$gopt --exclude_ids $HELDOUT2
+      mkdir -p /root/results/v7
+      ( python3 -m training.train \$CFG --data $DATA --output_dir /root/runs/v7 --dataloader_num_workers 3 \$gopt \
+          > /root/results/v7/train.log 2>&1 && half v7 ) &
+      wait  # the test split's tower states are computed after the trainings (memory)
+      python3 -m training.evaluate --adapter /root/runs/v7/adapter --data $DATA --batch-size 128 --dtype float32 \
+        --evidence-features $FEAT/test.npz --word-evidence $WORDS/test.npz --gopt-blend 0 --control none \
+        --out /root/results/v7 > /root/results/v7/eval.log 2>&1
+      echo \"exit \$?\" > /root/results/v7/done" > /root/sweep.log 2>&1 < /dev/null &
     sleep 2; echo started ;;
   define) ;;
   wait)
