@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,7 @@ class AudioLMMScorer:
         self.model = model.eval()
         self._word_scorer = word_scorer
         self._word_scorer_failed = False
+        self._word_scorer_lock = threading.Lock()  # requests in threads load it once
         self.evidence = evidence
         self.gopt = gopt
         self.projector = projector.eval() if projector is not None else None
@@ -304,14 +306,17 @@ class AudioLMMScorer:
     def word_scorer(self) -> Any | None:
         """The word scorer (see the class doc), loaded on first use; None where the helper has no
         word columns or its model cannot be loaded (logged once)."""
-        if self._word_scorer is None and not self._word_scorer_failed and self.gopt is not None and self.gopt.config.word_columns:
-            from apa.transcribe import load_word_scorer
+        if self.gopt is None or not self.gopt.config.word_columns:
+            return self._word_scorer
+        with self._word_scorer_lock:
+            if self._word_scorer is None and not self._word_scorer_failed:
+                from apa.transcribe import load_word_scorer
 
-            try:
-                self._word_scorer = load_word_scorer(self.gopt.config.word_model)
-            except Exception as exc:  # noqa: BLE001 - e.g. no weight packages and no Hub access
-                log.warning("no word scorer (%s: %s); the helper reads average words", type(exc).__name__, exc)
-                self._word_scorer_failed = True
+                try:
+                    self._word_scorer = load_word_scorer(self.gopt.config.word_model)
+                except Exception as exc:  # noqa: BLE001 - e.g. no weight packages and no Hub access
+                    log.warning("no word scorer (%s: %s); the helper reads average words", type(exc).__name__, exc)
+                    self._word_scorer_failed = True
         return self._word_scorer
 
     def tower_inputs(self, audios: Sequence[np.ndarray], spans: Sequence[Spans]) -> list[np.ndarray]:

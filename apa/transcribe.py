@@ -32,6 +32,7 @@ scores above 0 as a rule and another sentence below it (`apa.miscues.does_not_ma
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -135,8 +136,9 @@ class WhisperTranscriber:
         self.model_dir = Path(model_dir)
         self.name = name or self.model_dir.name
         compute_type = compute_type or ("int8" if device == "cpu" else "default")
-        self.model = ctranslate2.models.Whisper(str(self.model_dir), device=device, compute_type=compute_type,
-                                                intra_threads=threads, inter_threads=1)
+        with torch_threads_kept():  # CTranslate2 sets the process's OpenMP threads to its own count
+            self.model = ctranslate2.models.Whisper(str(self.model_dir), device=device, compute_type=compute_type,
+                                                    intra_threads=threads, inter_threads=1)
         self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
         self.encoder_tokenizer = encoding_tokenizer(self.model_dir / "tokenizer.json")
         self.features = WhisperFeatureExtractor(feature_size=self.model.n_mels, sampling_rate=SAMPLE_RATE)
@@ -273,6 +275,24 @@ class WhisperTranscriber:
             p = float(np.mean(probs[i:j])) if j > i and len(probs) >= j else 0.0
             out.append(HeardWord(text.strip(), round(float(jump_times[i]), 2), round(float(jump_times[j]), 2), round(p, 3)))
         return tuple(out)
+
+
+@contextlib.contextmanager
+def torch_threads_kept():
+    """Torch's intra-op thread count as it was before the block. Loading a CTranslate2 model sets
+    the process-wide OpenMP thread count (which torch shares) to the model's intra_threads, so a
+    one-thread recogniser would leave the audio LMM on one core."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; the recogniser works without it
+        yield
+        return
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def group_words(pieces: Sequence[str]) -> list[tuple[str, int, int]]:

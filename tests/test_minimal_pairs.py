@@ -23,13 +23,17 @@ from apa.text import to_words
 
 # Share of pairs in which the changed word must score lower on the altered reading: the target.
 WORD_LOWER_THRESHOLD = 0.8  # the target of the phone-evidence work
-# Whether the shipped model reaches WORD_LOWER_THRESHOLD (measured with bench.minimal_pairs:
-# bench/results/minimal_pairs.md).
-SHIPPED_REACHES_THRESHOLD = False
-SHIPPED_MEASURED_SHARE = "0.66"
-# The changed phone must score lower in this share of pairs: the shipped v6.1 model's measured share
-# (0.76; v6 0.78, v5 0.70, v4 0.72, v2 and v3: 0.80) less three pairs for CPU differences; the v1 model (0.50) fails it.
-PHONE_LOWER_THRESHOLD = 0.70
+# The shipped v7 model's measured share (bench/results/minimal_pairs.md) is the target exactly: one
+# pair's difference on another CPU moves it, so the target test may fail there (xfail, not strict)
+# and a regression test holds the measured share less three pairs (v6.1's 0.66 fails it).
+SHIPPED_MEASURED_SHARE = "0.80"
+WORD_LOWER_REGRESSION = 0.74
+# The changed phone must score lower in this share of pairs: the shipped v7 model's measured share
+# (0.84; v6.1 0.76, v6 0.78, v5 0.70, v4 0.72, v2 and v3: 0.80) less three pairs for CPU differences.
+PHONE_LOWER_THRESHOLD = 0.78
+# The changed word must move more than the other words of its sentence (mean abs. change; v7: 0.87
+# against 0.21), by at least this factor.
+OTHERS_MOVE_LESS = 2.0
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -130,12 +134,20 @@ def shipped_summary(cache_dir):
 @needs_espeak
 @needs_weights
 @pytest.mark.xfail(
-    not SHIPPED_REACHES_THRESHOLD, strict=False,
-    reason=f"the shipped v6.1 model lowers the changed phone but not yet its word (word share: {SHIPPED_MEASURED_SHARE})",
+    strict=False, reason=f"the shipped v7 model's word share is the target exactly ({SHIPPED_MEASURED_SHARE}): one pair moves it",
 )
-def test_the_shipped_scorer_scores_the_changed_word_lower(shipped_summary):
+def test_the_shipped_scorer_reaches_the_word_target(shipped_summary):
     summary, n = shipped_summary
     assert summary["word_lower"] >= WORD_LOWER_THRESHOLD, f"changed word lower in {summary['word_lower']:.2f} of {n} pairs"
+
+
+@pytest.mark.slow
+@needs_espeak
+@needs_weights
+def test_the_shipped_scorer_scores_the_changed_word_lower(shipped_summary):
+    summary, n = shipped_summary
+    assert summary["word_lower"] >= WORD_LOWER_REGRESSION, f"changed word lower in {summary['word_lower']:.2f} of {n} pairs"
+    assert summary["word_abs_change_mean"] >= OTHERS_MOVE_LESS * summary["others_abs_change_mean"]
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """The shipped apa-mini adapter scores real test-split speech better than chance (CPU).
 
 Sixteen test utterances, picked by a fixed rule (evenly spaced in sentence-total order), so
-the labels span 0-10. With the shipped v6 adapter on a CPU these 16 give sentence-total Spearman
-0.83; chance is 0. A broken model, adapter, prompt or decoder gives
+the labels span 0-10. With the v6 adapter (when the margins below were set) these 16 gave
+sentence-total Spearman 0.83 on a CPU; chance is 0. A broken model, adapter, prompt or decoder gives
 constant or random scores and fails.
 """
 

@@ -128,3 +128,18 @@ def test_real_whisper_word_evidence_marks_the_word_not_said(whisper, speech):
     np.testing.assert_allclose(said[:3, lp], swapped[:3, lp], atol=1e-3)
     assert swapped[3, lp] < said[3, lp] - 2.0
     assert np.isnan(whisper.word_evidence(np.zeros(0, np.float32), CLIP_TEXT.split())).all()
+
+
+@pytest.mark.slow
+def test_loading_a_one_thread_recogniser_leaves_torch_its_threads(whisper):
+    import torch
+
+    from apa.transcribe import WhisperTranscriber
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        WhisperTranscriber(whisper.model_dir, threads=1)  # CTranslate2 would set OpenMP's count to 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -22,7 +22,8 @@ class FailingWordScorer:
 
 
 @pytest.mark.slow
-def test_a_helper_on_word_evidence_is_trained_with_and_scored_by_the_same_evidence(whisper, tiny_dir, tmp_path, so762_dir, caplog):
+def test_a_helper_on_word_evidence_is_trained_with_and_scored_by_the_same_evidence(whisper, tiny_dir, tmp_path, so762_dir, caplog,
+                                                                                   monkeypatch):
     from apa.align import FEATURE_NAMES, load_corpus_features
     from apa.data import load_split
     from apa.gopt import OUTPUT_NAMES, GOPTConfig, cross_fit, fit_normalisation
@@ -90,3 +91,22 @@ def test_a_helper_on_word_evidence_is_trained_with_and_scored_by_the_same_eviden
     assert not np.allclose(blind[aligned, len(FEATURE_NAMES):], full[aligned, len(FEATURE_NAMES):])
     (assessment,) = broken.score([rec.audio()], [rec.reference])
     assert len(assessment.words) == len(rec.reference)
+
+    # 6. a recogniser that cannot be loaded: tried once, logged, and the scores stay defined
+    import apa.transcribe
+
+    calls = []
+
+    def no_whisper(choice):
+        calls.append(choice)
+        raise FileNotFoundError("no weight packages")
+
+    unloadable = AudioLMMScorer(scorer.model, scorer.processor, evidence=scorer.evidence, projector=scorer.projector,
+                                gopt=scorer.gopt)
+    monkeypatch.setattr(apa.transcribe, "load_word_scorer", no_whisper)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="apa.scorer"):
+        assert unloadable.word_evidence([rec.audio(), rec.audio()], [rec.reference] * 2) == [None, None]
+        again = unloadable.evidence_inputs([c.features], [rec.reference], [rec.audio()])[0]
+    assert calls == ["whisper-base"] and "no word scorer" in caplog.text
+    np.testing.assert_allclose(again, blind, rtol=1e-5, atol=1e-5)  # the same as a failing recogniser's
