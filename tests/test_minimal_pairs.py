@@ -118,6 +118,11 @@ needs_weights = pytest.mark.skipif(
 )
 
 
+def on_the_shipped_model(test):
+    """A slow test of the shipped scorer on the synthetic pairs (needs espeak-ng and the weights)."""
+    return pytest.mark.slow(needs_espeak(needs_weights(test)))
+
+
 @pytest.fixture(scope="module")
 def shipped_summary(cache_dir):
     """bench.minimal_pairs' figures for the shipped scorer over all pairs (scored once)."""
@@ -130,9 +135,7 @@ def shipped_summary(cache_dir):
     return summarize(results), len(results)
 
 
-@pytest.mark.slow
-@needs_espeak
-@needs_weights
+@on_the_shipped_model
 @pytest.mark.xfail(
     strict=False, reason=f"the shipped v7 model's word share is the target exactly ({SHIPPED_MEASURED_SHARE}): one pair moves it",
 )
@@ -141,18 +144,14 @@ def test_the_shipped_scorer_reaches_the_word_target(shipped_summary):
     assert summary["word_lower"] >= WORD_LOWER_THRESHOLD, f"changed word lower in {summary['word_lower']:.2f} of {n} pairs"
 
 
-@pytest.mark.slow
-@needs_espeak
-@needs_weights
+@on_the_shipped_model
 def test_the_shipped_scorer_scores_the_changed_word_lower(shipped_summary):
     summary, n = shipped_summary
     assert summary["word_lower"] >= WORD_LOWER_REGRESSION, f"changed word lower in {summary['word_lower']:.2f} of {n} pairs"
     assert summary["word_abs_change_mean"] >= OTHERS_MOVE_LESS * summary["others_abs_change_mean"]
 
 
-@pytest.mark.slow
-@needs_espeak
-@needs_weights
+@on_the_shipped_model
 def test_the_shipped_scorer_scores_the_changed_phone_lower(shipped_summary):
     summary, n = shipped_summary
     assert summary["phone_lower"] >= PHONE_LOWER_THRESHOLD, f"changed phone lower in {summary['phone_lower']:.2f} of {n} pairs"

@@ -31,6 +31,8 @@ HELDOUT=/root/heldout.txt
 HELDOUT1=/root/heldout1.txt
 HELDOUT2=/root/heldout2.txt
 WORDS=/root/words
+GOPT_TRAIN="--evidence_features $FEAT/train.npz --evidence_gopt $GOPT"  # training on the helper's out-of-fold columns
+FOLD_EVAL="--gopt-blend 0 --split train --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none"  # a held-out fold, unblended
 EVAL=${EVAL:-}
 CFG=${CFG:-training/configs/apa-mini-tuned.yaml}
 half() {  # an adapter's weights to fp16 in place (the precision it ships in)
@@ -106,10 +108,8 @@ case "${1:-}" in
   start7)  # round 7: two more held-out folds for the blend weights; the slots' history
     setsid bash -c "
       source training/sweep.sh define
-      CFG=training/configs/apa-mini-v6.yaml
-      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
-      fold='--gopt-blend 0 --split train --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none'
-      export HALF=1
+      CFG=training/configs/apa-mini-v6.yaml gopt=\$GOPT_TRAIN fold=\$FOLD_EVAL HALF=1
+      export HALF
       EVAL=\"\$fold --ids $HELDOUT1 --history greedy\" run v6-f1 \$gopt --exclude_ids $HELDOUT1
       EVAL=\"\$fold --ids $HELDOUT2 --history greedy\" run v6-f2 \$gopt --exclude_ids $HELDOUT2
       wait  # (beside two trainings, the test split's tower states ran out of GPU memory)
@@ -129,10 +129,8 @@ case "${1:-}" in
   start8)  # round 8: apa-mini v7 (the helper reads Whisper's word evidence) and its three held-out folds
     setsid bash -c "
       source training/sweep.sh define
-      CFG=training/configs/apa-mini-v7.yaml
-      gopt='--evidence_features $FEAT/train.npz --evidence_gopt $GOPT'
-      fold='--gopt-blend 0 --split train --evidence-features $FEAT/train.npz --evidence-oof $GOPT --control none'
-      export HALF=1
+      CFG=training/configs/apa-mini-v7.yaml gopt=\$GOPT_TRAIN fold=\$FOLD_EVAL HALF=1
+      export HALF
       EVAL=\"\$fold --ids $HELDOUT\" run v7-f0 \$gopt --exclude_ids $HELDOUT
       EVAL=\"\$fold --ids $HELDOUT1\" run v7-f1 \$gopt --exclude_ids $HELDOUT1
       EVAL=\"\$fold --ids $HELDOUT2\" run v7-f2 \$gopt --exclude_ids $HELDOUT2
